@@ -1,0 +1,22 @@
+"""scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
+
+from .oracle import GaussianMixture, exact_log_prob, exact_score, gaussian_flow_map
+from .sde import SDE, VESDE, VPSDE, CosineSchedule, LinearSchedule, ReverseSDE, SubVPSDE
+from .solvers.torchsde import to_torchsde
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "LinearSchedule",
+    "CosineSchedule",
+    "ReverseSDE",
+    "GaussianMixture",
+    "exact_score",
+    "exact_log_prob",
+    "gaussian_flow_map",
+    "to_torchsde",
+]

@@ -1,0 +1,448 @@
+"""Forward SDEs of score-based diffusion and their reverse-time counterparts.
+
+Every SDE here is linear, dx = f(t) x dt + g(t) dw, so its transition kernel from x0 is Gaussian,
+p_0t(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) (Song et al. 2021, "Score-Based Generative Modeling
+through Stochastic Differential Equations", Eqs. 29, 33 and Appendix B). The two functions
+``log alpha_t`` and ``sigma_t`` determine everything else:
+
+    f(t)   = d log alpha_t / dt
+    g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2
+
+Schedule arithmetic runs in float64 and is cast to the caller's dtype at the end, so a float32 caller
+gets no round-off from the schedule itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+TimeLike = float | Tensor
+
+
+def _schedule_dtype(device: torch.device) -> torch.dtype:
+    # MPS has no float64; everything else computes schedules in float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def as_time(t: TimeLike, device: torch.device | str | None = None) -> Tensor:
+    """Return ``t`` as a float64 tensor (0-d or (batch,)) on ``device`` (default: t's own)."""
+    if isinstance(t, Tensor):
+        dev = torch.device(device) if device is not None else t.device
+        if t.dim() > 1:
+            raise ValueError(f"t must be a scalar or a (batch,) tensor, got shape {tuple(t.shape)}")
+        return t.to(device=dev, dtype=_schedule_dtype(dev))
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return torch.tensor(float(t), dtype=_schedule_dtype(dev), device=dev)
+
+
+def _out_dtype(*tensors) -> torch.dtype:
+    for a in tensors:
+        if isinstance(a, Tensor) and a.is_floating_point():
+            return a.dtype
+    return torch.get_default_dtype()
+
+
+def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
+    """Reshape a 0-d or (batch,) coefficient so it broadcasts over x's event dimensions."""
+    c = c.to(dtype=x.dtype, device=x.device)
+    return c.reshape(-1, *([1] * (x.dim() - 1))) if c.dim() == 1 else c
+
+
+def _check_positive(name: str, value: float) -> float:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# beta schedules for VP and sub-VP
+
+
+class LinearSchedule:
+    r"""beta(t) = beta_min + t (beta_max - beta_min) on [0, 1] (Song et al. 2021, Eq. 32).
+
+    ``integral(t)`` is B(t) = \int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = _check_positive("beta_min", beta_min)
+        self.beta_max = _check_positive("beta_max", beta_max)
+        if self.beta_max < self.beta_min:
+            raise ValueError(
+                f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
+            )
+        self.T = 1.0
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def integral(self, t: Tensor) -> Tensor:
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def inverse_integral(self, b: Tensor) -> Tensor:
+        # Root of (d/2) t^2 + beta_min t - b = 0, written without cancellation.
+        d = self.beta_max - self.beta_min
+        return 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * b))
+
+    def discrete_betas(self, n: int) -> Tensor:
+        # DDPM's N-step discretisation: beta_i = beta(t_i) / N at t_i = i/(N-1) (Ho et al. 2020).
+        return torch.linspace(self.beta_min / n, self.beta_max / n, n, dtype=torch.float64)
+
+    def config(self) -> dict:
+        return {"schedule": "linear", "beta_min": self.beta_min, "beta_max": self.beta_max}
+
+
+class CosineSchedule:
+    r"""The cosine schedule of Nichol & Dhariwal 2021 (Eq. 17), in continuous time.
+
+    alpha_bar(t) = f(t) / f(0) with f(t) = cos^2(((t + s)/(1 + s)) pi/2), so the marginal matches the
+    paper's alpha_bar exactly; beta(t) = -d log alpha_bar / dt = pi/(1+s) tan(((t+s)/(1+s)) pi/2).
+    The paper clips the discrete beta_t at 0.999 to avoid the singularity at t = 1; the continuous
+    analogue (as in Lu et al.'s DPM-Solver code) ends time at T where beta(T) = 1000 * 0.999, i.e.
+    T ~ 0.998, so beta never exceeds the clipped value.
+    """
+
+    def __init__(self, s: float = 0.008, beta_clip: float = 0.999, n_train: int = 1000):
+        self.s = _check_positive("s", s)
+        if not 0 < beta_clip < 1:
+            raise ValueError(f"beta_clip must be in (0, 1), got {beta_clip!r}")
+        self.beta_clip = beta_clip
+        self.n_train = n_train
+        beta_max = beta_clip * n_train
+        self.T = math.atan(beta_max * (1 + s) / math.pi) * 2 * (1 + s) / math.pi - s
+        self._log_f0 = 2 * math.log(math.cos(s / (1 + s) * math.pi / 2))
+
+    def _angle(self, t: Tensor) -> Tensor:
+        return (t + self.s) / (1 + self.s) * (math.pi / 2)
+
+    def beta(self, t: Tensor) -> Tensor:
+        return math.pi / (1 + self.s) * torch.tan(self._angle(t))
+
+    def integral(self, t: Tensor) -> Tensor:
+        return -(2 * torch.log(torch.cos(self._angle(t))) - self._log_f0)
+
+    def inverse_integral(self, b: Tensor) -> Tensor:
+        cos = torch.exp(0.5 * (self._log_f0 - b))
+        return torch.arccos(cos) * (2 * (1 + self.s) / math.pi) - self.s
+
+    def discrete_betas(self, n: int) -> Tensor:
+        # Nichol & Dhariwal Eq. 17: beta_i = 1 - alpha_bar(i/n) / alpha_bar((i-1)/n), clipped.
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        log_f = 2 * torch.log(torch.cos(self._angle(t)))
+        betas = -torch.expm1(log_f[1:] - log_f[:-1])
+        return betas.clamp(max=self.beta_clip)
+
+    def config(self) -> dict:
+        return {"schedule": "cosine", "s": self.s, "beta_clip": self.beta_clip}
+
+
+def _make_schedule(schedule: str, beta_min: float, beta_max: float):
+    if schedule == "linear":
+        return LinearSchedule(beta_min, beta_max)
+    if schedule == "cosine":
+        return CosineSchedule()
+    raise ValueError(f"schedule must be one of ('linear', 'cosine'), got {schedule!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class SDE:
+    """Base class of linear forward SDEs dx = f(t) x dt + g(t) dw on [0, T].
+
+    Subclasses implement ``_log_alpha(t)``, ``_log_sigma(t)``, ``_f(t)``, ``_g2(t)`` and
+    ``_t_from_log_snr(lam)`` on float64 tensors; the public methods handle dtype and device.
+    """
+
+    #: Which discrete chain the ``ancestral`` solver follows: "ddpm", "smld" or None.
+    ancestral_rule: str | None = None
+    prior_std: float = 1.0
+
+    def __init__(self, T: float = 1.0):
+        self.T = _check_positive("T", T)
+
+    # -- primitives (float64) -------------------------------------------------------------
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _f(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _g2(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # -- public ------------------------------------------------------------------------------
+    def marginal(self, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """(alpha_t, sigma_t): x_t = alpha_t x_0 + sigma_t z, z ~ N(0, I) (Song et al. Eq. 29/33)."""
+        tt = as_time(t)
+        dt = _out_dtype(t)
+        return torch.exp(self._log_alpha(tt)).to(dt), torch.exp(self._log_sigma(tt)).to(dt)
+
+    def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """Mean and std of p_0t(x_t | x_0); std is shaped to broadcast against x0."""
+        tt = as_time(t, x0.device)
+        alpha = batch_coeff(torch.exp(self._log_alpha(tt)), x0)
+        sigma = batch_coeff(torch.exp(self._log_sigma(tt)), x0)
+        return alpha * x0, sigma
+
+    def log_snr(self, t: TimeLike) -> Tensor:
+        """lambda_t = log(alpha_t / sigma_t), the half log signal-to-noise ratio (Lu et al. 2022)."""
+        tt = as_time(t)
+        return (self._log_alpha(tt) - self._log_sigma(tt)).to(_out_dtype(t))
+
+    def t_from_log_snr(self, lam: TimeLike) -> Tensor:
+        """Inverse of ``log_snr``: the time t with lambda_t = lam (closed form)."""
+        lt = as_time(lam)
+        return self._t_from_log_snr(lt).to(_out_dtype(lam))
+
+    def drift(self, x: Tensor, t: TimeLike) -> Tensor:
+        """f(x, t) = f(t) x."""
+        return batch_coeff(self._f(as_time(t, x.device)), x) * x
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        """g(t)."""
+        tt = as_time(t)
+        return torch.sqrt(self._g2(tt)).to(_out_dtype(t))
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Draw from the prior N(0, prior_std^2 I)."""
+        dtype = dtype or torch.get_default_dtype()
+        if generator is not None and device is not None and torch.device(device) != generator.device:
+            z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+            return self.prior_std * z.to(device)
+        return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """(batch,) log density of N(0, prior_std^2 I) at z."""
+        d = z[0].numel()
+        sq = z.reshape(z.shape[0], -1).pow(2).sum(-1)
+        return (
+            -0.5 * d * math.log(2 * math.pi * self.prior_std**2) - 0.5 * sq / self.prior_std**2
+        )
+
+    def transition(self, s: TimeLike, t: TimeLike) -> tuple[Tensor, Tensor]:
+        """(a, v) of the forward transition x_t = a x_s + sqrt(v) z for s <= t (float64).
+
+        a = alpha_t / alpha_s and v = sigma_t^2 - a^2 sigma_s^2, computed with expm1 so a small step
+        keeps its relative accuracy.
+        """
+        ss, tt = as_time(s), as_time(t)
+        log_a = self._log_alpha(tt) - self._log_alpha(ss)
+        ls_s, ls_t = self._log_sigma(ss), self._log_sigma(tt)
+        # v = sigma_t^2 (1 - exp(2 (log_a + log sigma_s - log sigma_t)))
+        v = torch.exp(2 * ls_t) * -torch.expm1(2 * (log_a + ls_s - ls_t))
+        return torch.exp(log_a), v
+
+    def discretize(self, x: Tensor, t: TimeLike, dt: TimeLike) -> tuple[Tensor, Tensor]:
+        """Discrete forward step x_t = x_{t-dt} + f_d + G z, as ``f_d, G`` (Song et al. App. E).
+
+        Uses the exact Gaussian transition from t - dt to t: f_d = (a - 1) x and G = sqrt(v), which
+        for VP gives Ho et al.'s sqrt(1 - beta_i) x - x and sqrt(beta_i), and for VE the SMLD
+        increments sqrt(sigma_i^2 - sigma_{i-1}^2).
+        """
+        tt = as_time(t, x.device)
+        a, v = self.transition(tt - as_time(dt, x.device), tt)
+        return (batch_coeff(a, x) - 1) * x, torch.sqrt(v).to(x.dtype)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+        """Reverse-time SDE (Anderson 1982; Song et al. Eq. 6) or probability-flow ODE (Eq. 13)."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+@dataclass
+class ReverseSDE:
+    """dx = [f(x,t) - c g(t)^2 score(x,t)] dt + [c == 1] g(t) dw-bar, run backwards from T.
+
+    c = 1 gives the reverse-time SDE (Song et al. Eq. 6), c = 1/2 and zero diffusion the
+    probability-flow ODE (Eq. 13). Time still runs forward in the formulas: a solver steps with
+    negative dt.
+    """
+
+    sde: SDE
+    score_fn: ScoreFn
+    probability_flow: bool = False
+
+    @property
+    def T(self) -> float:
+        return self.sde.T
+
+    def drift(self, x: Tensor, t: TimeLike) -> Tensor:
+        tt = as_time(t, x.device)
+        g2 = batch_coeff(self.sde._g2(tt), x)
+        c = 0.5 if self.probability_flow else 1.0
+        t_batch = tt.expand(x.shape[0]).to(x.dtype) if tt.dim() == 0 else tt.to(x.dtype)
+        return self.sde.drift(x, tt) - c * g2 * self.score_fn(x, t_batch)
+
+    def diffusion(self, t: TimeLike) -> Tensor:
+        g = self.sde.diffusion(t)
+        return torch.zeros_like(g) if self.probability_flow else g
+
+
+class _BetaSDE(SDE):
+    """Shared parts of VP and sub-VP: a beta schedule with B(t) = int_0^t beta, log alpha = -B/2."""
+
+    def __init__(self, beta_min: float, beta_max: float, schedule: str, T: float | None):
+        self.schedule = _make_schedule(schedule, beta_min, beta_max)
+        super().__init__(self.schedule.T if T is None else T)
+        if self.T > self.schedule.T + 1e-12:
+            raise ValueError(f"T must be <= {self.schedule.T} for the {schedule} schedule")
+
+    @property
+    def beta_min(self) -> float:
+        return getattr(self.schedule, "beta_min", float(self.schedule.beta(torch.tensor(0.0))))
+
+    @property
+    def beta_max(self) -> float:
+        return getattr(self.schedule, "beta_max", float(self.schedule.beta(torch.tensor(self.T))))
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        return -0.5 * self.schedule.integral(t)
+
+    def _f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.schedule.beta(t)
+
+    def beta(self, t: TimeLike) -> Tensor:
+        """beta(t) of the schedule."""
+        return self.schedule.beta(as_time(t)).to(_out_dtype(t))
+
+    def config(self) -> dict:
+        return {"type": type(self).__name__, "T": self.T, **self.schedule.config()}
+
+
+class VPSDE(_BetaSDE):
+    r"""Variance-preserving SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw (Song et al. Eq. 11).
+
+    alpha_t = exp(-B(t)/2), sigma_t^2 = 1 - alpha_t^2 with B(t) = \int_0^t beta. The continuous limit
+    of DDPM (Ho et al. 2020); ``discrete_betas(N)`` gives the N-step chain.
+    """
+
+    ancestral_rule = "ddpm"
+
+    def __init__(
+        self,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        schedule: str = "linear",
+        T: float | None = None,
+    ):
+        super().__init__(beta_min, beta_max, schedule, T)
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        # sigma^2 = 1 - exp(-B) = -expm1(-B): exact for small t, where 1 - alpha^2 cancels.
+        return 0.5 * torch.log(-torch.expm1(-self.schedule.integral(t)))
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self.schedule.beta(t)
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        # alpha^2 = sigmoid(2 lam)  =>  B = -log alpha^2 = softplus(-2 lam).
+        return self.schedule.inverse_integral(torch.nn.functional.softplus(-2 * lam))
+
+    def discrete_betas(self, n: int) -> Tensor:
+        """Betas of the N-step DDPM chain (float64); N = 1000 gives linspace(1e-4, 0.02, 1000)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        return self.schedule.discrete_betas(n)
+
+    def discrete_times(self, n: int) -> Tensor:
+        """Times t_0 = 0 < t_1 < ... < t_N (float64) where the continuous marginal matches the chain.
+
+        alpha(t_i)^2 = prod_{j<=i} (1 - beta_j) for the betas of ``discrete_betas(n)``, so sampling
+        on ``discrete_times(n).flip(0)`` with the ``ancestral`` solver is exactly DDPM.
+        """
+        b = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.log1p(-self.discrete_betas(n))])
+        return self.schedule.inverse_integral(torch.cumsum(b, 0))
+
+
+class SubVPSDE(_BetaSDE):
+    r"""Sub-VP SDE dx = -1/2 beta x dt + sqrt(beta (1 - exp(-2 B(t)))) dw (Song et al. Eq. 31).
+
+    alpha_t = exp(-B/2) as for VP, sigma_t = 1 - alpha_t^2 (not its square root), so its variance is
+    bounded by the VP one.
+    """
+
+    def __init__(
+        self,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        schedule: str = "linear",
+        T: float | None = None,
+    ):
+        super().__init__(beta_min, beta_max, schedule, T)
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return torch.log(-torch.expm1(-self.schedule.integral(t)))
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return self.schedule.beta(t) * -torch.expm1(-2 * self.schedule.integral(t))
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        # lam = log r - log(1 - r^2) with r = alpha: e^lam r^2 + r - e^lam = 0, positive root
+        # r = 2 e^lam / (1 + sqrt(1 + 4 e^{2 lam})), then B = -2 log r.
+        log_r = math.log(2) + lam - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * lam)))
+        return self.schedule.inverse_integral(-2 * log_r)
+
+
+class VESDE(SDE):
+    r"""Variance-exploding SDE dx = sqrt(d sigma^2/dt) dw (Song et al. Eq. 9; SMLD's limit).
+
+    sigma(t) = sigma_min (sigma_max / sigma_min)^t and alpha_t = 1. Following Song et al., the
+    marginal std is sigma(t) itself, i.e. p_0 is the data smoothed by N(0, sigma_min^2).
+    """
+
+    ancestral_rule = "smld"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
+        self.sigma_min = _check_positive("sigma_min", sigma_min)
+        self.sigma_max = _check_positive("sigma_max", sigma_max)
+        if self.sigma_max <= self.sigma_min:
+            raise ValueError(
+                f"sigma_max must be > sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+            )
+        super().__init__(T)
+        self.prior_std = self.sigma_max
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def _log_alpha(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _log_sigma(self, t: Tensor) -> Tensor:
+        return math.log(self.sigma_min) + (t / self.T) * self._log_ratio
+
+    def _f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def _g2(self, t: Tensor) -> Tensor:
+        return 2 * self._log_ratio / self.T * torch.exp(2 * self._log_sigma(t))
+
+    def _t_from_log_snr(self, lam: Tensor) -> Tensor:
+        return (-lam - math.log(self.sigma_min)) / self._log_ratio * self.T
+
+    def config(self) -> dict:
+        return {
+            "type": "VESDE",
+            "T": self.T,
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+        }

@@ -1,0 +1,1 @@
+"""Solvers for the reverse-time SDE and the probability-flow ODE."""
