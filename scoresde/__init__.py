@@ -1,6 +1,15 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .oracle import GaussianMixture, exact_log_prob, exact_score, gaussian_flow_map
+from .sampling import (
+    SOLVERS,
+    TIME_GRIDS,
+    NonFiniteError,
+    SampleResult,
+    make_solver,
+    make_time_grid,
+    sample,
+)
 from .sde import SDE, VESDE, VPSDE, CosineSchedule, LinearSchedule, ReverseSDE, SubVPSDE
 from .solvers.torchsde import to_torchsde
 
@@ -19,4 +28,11 @@ __all__ = [
     "exact_log_prob",
     "gaussian_flow_map",
     "to_torchsde",
+    "sample",
+    "SampleResult",
+    "SOLVERS",
+    "TIME_GRIDS",
+    "NonFiniteError",
+    "make_solver",
+    "make_time_grid",
 ]

@@ -116,7 +116,8 @@ class CosineSchedule:
         self.n_train = n_train
         beta_max = beta_clip * n_train
         self.T = math.atan(beta_max * (1 + s) / math.pi) * 2 * (1 + s) / math.pi - s
-        self._log_f0 = 2 * math.log(math.cos(s / (1 + s) * math.pi / 2))
+        self._a0 = s / (1 + s) * math.pi / 2
+        self._tan_a0 = math.tan(self._a0)
 
     def _angle(self, t: Tensor) -> Tensor:
         return (t + self.s) / (1 + self.s) * (math.pi / 2)
@@ -125,11 +126,20 @@ class CosineSchedule:
         return math.pi / (1 + self.s) * torch.tan(self._angle(t))
 
     def integral(self, t: Tensor) -> Tensor:
-        return -(2 * torch.log(torch.cos(self._angle(t))) - self._log_f0)
+        # B(t) = -2 log(cos(a0 + d) / cos(a0)) with d = a(t) - a0, and
+        # cos(a0 + d) / cos(a0) = 1 - 2 sin^2(d/2) - tan(a0) sin(d): B(0) = 0 exactly (a difference
+        # of logs rounds to -1e-17 there, and sigma = sqrt(-expm1(-B)) became NaN).
+        d = t / (1 + self.s) * (math.pi / 2)
+        return -2 * torch.log1p(-2 * torch.sin(d / 2) ** 2 - self._tan_a0 * torch.sin(d))
 
     def inverse_integral(self, b: Tensor) -> Tensor:
-        cos = torch.exp(0.5 * (self._log_f0 - b))
-        return torch.arccos(cos) * (2 * (1 + self.s) / math.pi) - self.s
+        # d = arccos(c r) - arccos(c) with c = cos(a0), r = exp(-b/2), in the cancellation-free form
+        # d = arcsin(c (1 - r^2) / (sqrt(1 - c^2 r^2) + r sin(a0))): inverse_integral(0) = 0 exactly
+        # (arccos(...) - s gave t = -2e-15, a negative time where sigma is NaN).
+        c, sin_a0 = math.cos(self._a0), math.sin(self._a0)
+        r = torch.exp(-0.5 * b)
+        d = torch.arcsin(c * -torch.expm1(-b) / (torch.sqrt(1 - (c * r) ** 2) + r * sin_a0))
+        return d * (2 * (1 + self.s) / math.pi)
 
     def discrete_betas(self, n: int) -> Tensor:
         # Nichol & Dhariwal Eq. 17: beta_i = 1 - alpha_bar(i/n) / alpha_bar((i-1)/n), clipped.
@@ -163,6 +173,8 @@ class SDE:
     #: Which discrete chain the ``ancestral`` solver follows: "ddpm", "smld" or None.
     ancestral_rule: str | None = None
     prior_std: float = 1.0
+    #: Default time where sampling stops (Song et al.'s code: 1e-3 for VP/sub-VP, 1e-5 for VE).
+    sampling_eps: float = 1e-3
 
     def __init__(self, T: float = 1.0):
         self.T = _check_positive("T", T)
@@ -225,7 +237,11 @@ class SDE:
     ) -> Tensor:
         """Draw from the prior N(0, prior_std^2 I)."""
         dtype = dtype or torch.get_default_dtype()
-        if generator is not None and device is not None and torch.device(device) != generator.device:
+        if (
+            generator is not None
+            and device is not None
+            and torch.device(device) != generator.device
+        ):
             z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
             return self.prior_std * z.to(device)
         return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
@@ -234,9 +250,7 @@ class SDE:
         """(batch,) log density of N(0, prior_std^2 I) at z."""
         d = z[0].numel()
         sq = z.reshape(z.shape[0], -1).pow(2).sum(-1)
-        return (
-            -0.5 * d * math.log(2 * math.pi * self.prior_std**2) - 0.5 * sq / self.prior_std**2
-        )
+        return -0.5 * d * math.log(2 * math.pi * self.prior_std**2) - 0.5 * sq / self.prior_std**2
 
     def transition(self, s: TimeLike, t: TimeLike) -> tuple[Tensor, Tensor]:
         """(a, v) of the forward transition x_t = a x_s + sqrt(v) z for s <= t (float64).
@@ -260,7 +274,7 @@ class SDE:
         """
         tt = as_time(t, x.device)
         a, v = self.transition(tt - as_time(dt, x.device), tt)
-        return (batch_coeff(a, x) - 1) * x, torch.sqrt(v).to(x.dtype)
+        return (batch_coeff(a, x) - 1) * x, batch_coeff(torch.sqrt(v), x)
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """Reverse-time SDE (Anderson 1982; Song et al. Eq. 6) or probability-flow ODE (Eq. 13)."""
@@ -310,11 +324,13 @@ class _BetaSDE(SDE):
 
     @property
     def beta_min(self) -> float:
-        return getattr(self.schedule, "beta_min", float(self.schedule.beta(torch.tensor(0.0))))
+        t0 = torch.tensor(0.0, dtype=torch.float64)
+        return getattr(self.schedule, "beta_min", float(self.schedule.beta(t0)))
 
     @property
     def beta_max(self) -> float:
-        return getattr(self.schedule, "beta_max", float(self.schedule.beta(torch.tensor(self.T))))
+        t1 = torch.tensor(self.T, dtype=torch.float64)
+        return getattr(self.schedule, "beta_max", float(self.schedule.beta(t1)))
 
     def _log_alpha(self, t: Tensor) -> Tensor:
         return -0.5 * self.schedule.integral(t)
@@ -363,7 +379,10 @@ class VPSDE(_BetaSDE):
         """Betas of the N-step DDPM chain (float64); N = 1000 gives linspace(1e-4, 0.02, 1000)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        return self.schedule.discrete_betas(n)
+        betas = self.schedule.discrete_betas(n)
+        if not bool((betas < 1).all()):  # linear: beta_max / n >= 1 is no Markov chain (NaN times)
+            raise ValueError(f"n = {n} is too few steps: the betas reach {float(betas.max()):.3g}")
+        return betas
 
     def discrete_times(self, n: int) -> Tensor:
         """Times t_0 = 0 < t_1 < ... < t_N (float64) where the continuous marginal matches the chain.
@@ -412,6 +431,7 @@ class VESDE(SDE):
     """
 
     ancestral_rule = "smld"
+    sampling_eps = 1e-5
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
         self.sigma_min = _check_positive("sigma_min", sigma_min)
@@ -425,13 +445,13 @@ class VESDE(SDE):
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def _log_alpha(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+        return 0.0 * t  # not zeros_like: keeps the autograd graph to t, so d alpha/dt = 0 works
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         return math.log(self.sigma_min) + (t / self.T) * self._log_ratio
 
     def _f(self, t: Tensor) -> Tensor:
-        return torch.zeros_like(t)
+        return 0.0 * t
 
     def _g2(self, t: Tensor) -> Tensor:
         return 2 * self._log_ratio / self.T * torch.exp(2 * self._log_sigma(t))

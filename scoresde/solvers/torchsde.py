@@ -6,8 +6,9 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, ReverseSDE, as_time, batch_coeff
+from .base import Context, Solver
 
-__all__ = ["TorchsdeSDE", "to_torchsde"]
+__all__ = ["TorchsdeSDE", "TorchsdeSolver", "to_torchsde"]
 
 
 class TorchsdeSDE(torch.nn.Module):
@@ -20,10 +21,12 @@ class TorchsdeSDE(torch.nn.Module):
     """
 
     noise_type = "diagonal"
-    sde_type = "ito"
 
-    def __init__(self, sde: SDE | ReverseSDE, event_shape: tuple[int, ...]):
+    def __init__(self, sde: SDE | ReverseSDE, event_shape: tuple[int, ...], sde_type: str = "ito"):
         super().__init__()
+        # g depends on t only (additive noise), so the Ito and Stratonovich forms coincide and
+        # either kind of torchsde solver integrates the same equation.
+        self.sde_type = sde_type
         self.target = sde
         self.event_shape = tuple(event_shape)
         self.reverse = isinstance(sde, ReverseSDE)
@@ -42,9 +45,76 @@ class TorchsdeSDE(torch.nn.Module):
         return batch_coeff(g, y).expand_as(y).contiguous()
 
 
-def to_torchsde(sde: SDE | ReverseSDE, event_shape: tuple[int, ...]) -> TorchsdeSDE:
+def to_torchsde(
+    sde: SDE | ReverseSDE, event_shape: tuple[int, ...], sde_type: str = "ito"
+) -> TorchsdeSDE:
     """Wrap ``sde`` (forward) or ``sde.reverse(score_fn)`` for ``torchsde.sdeint``.
 
     For a reverse SDE, integrate over s in [0, T - eps] from y(0) = x_T; y(s) approximates x_{T-s}.
+    ``sde_type="stratonovich"`` lets Stratonovich solvers (``reversible_heun``, ``midpoint``, ...)
+    run the same equation: the noise is additive, so there is no correction term.
     """
-    return TorchsdeSDE(sde, event_shape)
+    return TorchsdeSDE(sde, event_shape, sde_type)
+
+
+_STRATONOVICH = ("midpoint", "heun", "euler_heun", "reversible_heun", "log_ode_midpoint")
+
+
+class TorchsdeSolver(Solver):
+    """Integrate the reverse SDE with ``torchsde.sdeint`` and any of its methods.
+
+    Fixed-step methods use the uniform step (T - eps) / steps; ``adaptive=True`` uses torchsde's
+    step-size control with ``rtol``/``atol``. The Brownian path is a ``torchsde.BrownianInterval``
+    seeded from ``generator`` (one integer draw), so runs are reproducible. Milstein and SRK work
+    because the noise is diagonal (here even additive: g depends on t only).
+    """
+
+    name = "torchsde"
+    stochastic = True
+    fixed_grid = False  # torchsde owns its time stepping; the front door passes only [T, eps]
+
+    def __init__(
+        self, method: str = "euler", adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3
+    ):
+        self.method, self.adaptive = method, adaptive
+        self.rtol, self.atol = rtol, atol
+
+    def check(self, sde: SDE, steps: int | None) -> None:
+        if not self.adaptive and not steps:
+            raise ValueError("solver 'torchsde' needs steps >= 1 unless adaptive=True")
+
+    def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        import torchsde
+
+        shape = x.shape
+        rev = ctx.sde.reverse(lambda y, t: ctx.score(y, t))
+        sde_type = "stratonovich" if self.method in _STRATONOVICH else "ito"
+        wrapped = to_torchsde(rev, tuple(shape[1:]), sde_type)
+        y0 = x.reshape(shape[0], -1)
+        ts = torch.stack([torch.zeros_like(t0), t0 - t1]).to(y0.dtype)
+        s_end = float(ts[-1])
+        g = ctx.noise.generator
+        seed = torch.randint(2**62, (1,), generator=g, device=g.device if g else None)
+        bm = torchsde.BrownianInterval(
+            t0=0.0,
+            t1=s_end,
+            size=y0.shape,
+            dtype=y0.dtype,
+            device=y0.device,
+            entropy=int(seed),
+            # SRK needs space-time Levy area; the others ignore it.
+            levy_area_approximation="space-time" if self.method == "srk" else "none",
+        )
+        steps = ctx.steps or 1
+        ys = torchsde.sdeint(
+            wrapped,
+            y0,
+            ts,
+            bm=bm,
+            method=self.method,
+            dt=s_end / steps,
+            adaptive=self.adaptive,
+            rtol=self.rtol,
+            atol=self.atol,
+        )
+        return ys[-1].reshape(shape)

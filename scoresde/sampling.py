@@ -1,0 +1,268 @@
+"""``sample()``: one front door for every solver.
+
+The front door validates arguments once, builds the time grid (float64, on the sample's device),
+draws x_T, wraps the score function to count evaluations, runs the solver's step rule over the grid
+and checks for non-finite values without a host–device sync per step. Solvers only know their
+update (see ``solvers/base.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .sde import SDE, ScoreFn
+from .solvers.base import Context, CountingScore, NoiseSource, Solver
+from .solvers.exponential import DDIM, DPMSolver, DPMSolverSDE
+from .solvers.ode import ODERK4, RK45, ODEEuler, ODEHeun, Scipy
+from .solvers.pc import Langevin, PredictorCorrector
+from .solvers.sde import Ancestral, EulerMaruyama, ReverseDiffusion
+from .solvers.torchsde import TorchsdeSolver
+
+_SOLVER_CLASSES: dict[str, type[Solver]] = {
+    cls.name: cls
+    for cls in (
+        EulerMaruyama,
+        ReverseDiffusion,
+        Ancestral,
+        PredictorCorrector,
+        Langevin,
+        ODEEuler,
+        ODEHeun,
+        ODERK4,
+        RK45,
+        Scipy,
+        DDIM,
+        DPMSolver,
+        DPMSolverSDE,
+        TorchsdeSolver,
+    )
+}
+#: Names accepted by ``sample(solver=...)``.
+SOLVERS: tuple[str, ...] = tuple(_SOLVER_CLASSES)
+#: Names accepted by ``sample(time_grid=...)`` (or pass a decreasing tensor of times).
+TIME_GRIDS: tuple[str, ...] = ("uniform", "quadratic", "logsnr", "karras")
+
+
+@dataclass
+class SampleResult:
+    """What ``sample`` returns.
+
+    samples : Tensor of the requested shape.
+    nfe : score evaluations actually made (counted), including a final ``denoise`` step.
+    times : the time grid used (float64), or [T, eps] for solvers that choose their own steps.
+    trajectory : (steps + 1, *shape) states on the grid when ``return_trajectory``; else None.
+    stats : solver statistics, e.g. per-sample ``accepted_steps`` / ``rejected_steps`` of ode_rk45.
+    """
+
+    samples: Tensor
+    nfe: int
+    times: Tensor
+    trajectory: Tensor | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class NonFiniteError(FloatingPointError):
+    """NaN or inf appeared in the samples; the message names the first step and its time."""
+
+
+def make_solver(solver: str | Solver, **options) -> Solver:
+    """A solver object from its name and keyword options (unknown names/options are errors)."""
+    if isinstance(solver, Solver):
+        if options:
+            raise ValueError(
+                f"options {sorted(options)} given with a solver object; set them on it"
+            )
+        return solver
+    if solver not in _SOLVER_CLASSES:
+        raise ValueError(f"unknown solver {solver!r}; valid solvers are {SOLVERS}")
+    return _SOLVER_CLASSES[solver].create(**options)
+
+
+def make_time_grid(
+    sde: SDE,
+    steps: int,
+    eps: float | None = None,
+    kind: str = "uniform",
+    rho: float = 7.0,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Decreasing times t_0 = T > t_1 > ... > t_steps = eps, float64, length steps + 1.
+
+    uniform:   equal steps in t.
+    quadratic: t = eps + (T - eps) u^2 on a uniform u grid (DDIM's quadratic spacing, Song et al.
+               2021a, App. D.2), finer near the data.
+    logsnr:    equal steps in lambda_t = log(alpha_t / sigma_t) (Lu et al. 2022a, Sec. 3.3).
+    karras:    sigma_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho in
+               sigma = sigma_t / alpha_t = exp(-lambda_t) (Karras et al. 2022, Eq. 5).
+    """
+    eps = _check_eps(sde, eps)
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if kind not in TIME_GRIDS:
+        raise ValueError(f"unknown time_grid {kind!r}; valid grids are {TIME_GRIDS}")
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64, device=device)
+    t_hi = torch.tensor(sde.T, dtype=torch.float64, device=device)
+    t_lo = torch.tensor(eps, dtype=torch.float64, device=device)
+    if kind == "uniform":
+        ts = t_hi + u * (t_lo - t_hi)
+    elif kind == "quadratic":
+        ts = t_lo + (t_hi - t_lo) * (1 - u) ** 2
+    else:
+        lam_hi = sde._log_alpha(t_hi) - sde._log_sigma(t_hi)
+        lam_lo = sde._log_alpha(t_lo) - sde._log_sigma(t_lo)
+        if kind == "logsnr":
+            lam = lam_hi + u * (lam_lo - lam_hi)
+        else:
+            if not rho > 0:
+                raise ValueError(f"rho must be positive, got {rho!r}")
+            s_max, s_min = torch.exp(-lam_hi / rho), torch.exp(-lam_lo / rho)
+            lam = -rho * torch.log(s_max + u * (s_min - s_max))
+        ts = sde._t_from_log_snr(lam)
+    # The end points are exact, not round-tripped through lambda.
+    ts[0], ts[-1] = t_hi, t_lo
+    return ts
+
+
+def _check_eps(sde: SDE, eps: float | None) -> float:
+    eps = sde.sampling_eps if eps is None else eps
+    if not (isinstance(eps, int | float) and 0 < eps < sde.T):
+        raise ValueError(f"eps must be in (0, T) = (0, {sde.T}), got {eps!r}")
+    return float(eps)
+
+
+def _explicit_grid(sde: SDE, grid: Tensor, device: torch.device) -> Tensor:
+    ts = torch.as_tensor(grid).to(device=device, dtype=torch.float64)
+    if ts.dim() != 1 or ts.numel() < 2:
+        raise ValueError(
+            f"an explicit time_grid must be 1-D with >= 2 times, got {tuple(ts.shape)}"
+        )
+    if not bool(torch.all(ts[1:] < ts[:-1])):
+        raise ValueError("an explicit time_grid must be strictly decreasing (from T towards 0)")
+    if not bool((ts[0] <= sde.T) & (ts[-1] >= 0)):
+        raise ValueError(f"an explicit time_grid must lie in [0, T] = [0, {sde.T}]")
+    return ts
+
+
+def sample(
+    sde: SDE,
+    score_fn: ScoreFn,
+    shape: Sequence[int],
+    solver: str | Solver = "pc",
+    steps: int | None = None,
+    *,
+    eps: float | None = None,
+    time_grid: str | Tensor | None = None,
+    rho: float = 7.0,
+    denoise: bool = False,
+    x_T: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    seeds: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = False,
+    callback: Callable[[int, Tensor, Tensor], None] | None = None,
+    return_trajectory: bool = False,
+    **solver_options,
+) -> SampleResult:
+    """Draw samples by integrating the reverse-time SDE or probability-flow ODE from T to eps.
+
+    Parameters
+    ----------
+    sde : the forward SDE. score_fn : ``score_fn(x, t) -> Tensor`` of x's shape, t of shape (batch,).
+    shape : (batch, *event). solver : a name in ``SOLVERS`` or a ``Solver`` object.
+    steps : grid intervals for fixed-step solvers (not needed by ``ode_rk45``/``scipy``).
+    eps : final time, default ``sde.sampling_eps``. time_grid : a name in ``TIME_GRIDS`` (default:
+        the solver's) or an explicit decreasing tensor of times in [0, T]. rho : for ``karras``.
+    denoise : finish with Tweedie's x0 = (x + sigma^2 score) / alpha at eps (one more NFE).
+    x_T : initial state (default: drawn from the prior). generator / seeds : randomness; ``seeds``
+        (one int per sample) gives every sample its own generator, so it does not depend on its batch.
+    callback : called as ``callback(i, t, x)`` after each grid step.
+    **solver_options : passed to the solver (e.g. ``order=3``, ``snr=0.16``, ``rtol=1e-6``).
+    """
+    algo = make_solver(solver, **solver_options)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) < 2 or min(shape) < 1:
+        raise ValueError(f"shape must be (batch, *event) with positive sizes, got {shape}")
+    if x_T is not None:
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape is {shape}")
+        device = torch.device(device) if device is not None else x_T.device
+        dtype = dtype or x_T.dtype
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = dtype or torch.get_default_dtype()
+    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+
+    if isinstance(time_grid, Tensor):
+        if eps is not None:
+            raise ValueError("give either eps or an explicit time_grid, not both")
+        ts = _explicit_grid(sde, time_grid, device)
+        if steps is not None and steps != ts.numel() - 1:
+            raise ValueError(f"steps={steps} but the explicit time_grid has {ts.numel() - 1} steps")
+        steps = ts.numel() - 1
+    elif algo.fixed_grid:
+        if steps is None:
+            raise ValueError(f"solver {algo.name!r} needs steps (an integer >= 1)")
+        kind = time_grid or algo.default_time_grid
+        ts = make_time_grid(sde, steps, eps, kind, rho, device)
+    else:
+        t_end = _check_eps(sde, eps)
+        ts = torch.tensor([sde.T, t_end], dtype=torch.float64, device=device)
+    algo.check(sde, steps)
+
+    noise = NoiseSource(shape, device, dtype, generator=generator, seeds=seeds)
+    if x_T is None:
+        x = noise() * sde.prior_std
+    else:
+        x = x_T.to(device=device, dtype=dtype)
+    score = CountingScore(score_fn)
+    ctx = Context(sde, score, noise, steps or 0)
+
+    trajectory = [x] if return_trajectory else None
+    if algo.fixed_grid:
+        x = _run_fixed(algo, ctx, x, ts, progress, callback, trajectory)
+    else:
+        x = algo.integrate(ctx, x, ts[0], ts[-1])
+        _raise_if_nonfinite(x, None, ts[-1])
+        if trajectory is not None:
+            trajectory.append(x)
+    if denoise:
+        x = ctx.data_pred(x, ts[-1], score(x, ts[-1]))
+    return SampleResult(
+        samples=x,
+        nfe=score.nfe,
+        times=ts,
+        trajectory=torch.stack(trajectory) if trajectory is not None else None,
+        stats=ctx.stats,
+    )
+
+
+def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory) -> Tensor:
+    state = algo.init(ctx, x, ts)
+    # First non-finite step, tracked on the device: one host sync at the end, none per step.
+    first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
+    for i in tqdm(range(ctx.steps), disable=not progress, desc=algo.name, leave=False):
+        x, state = algo.step(ctx, i, ts[i], ts[i + 1], x, state)
+        bad = ~torch.isfinite(x).all()
+        first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+        if callback is not None:
+            callback(i, ts[i + 1], x)
+        if trajectory is not None:
+            trajectory.append(x)
+    i_bad = int(first_bad)
+    if i_bad >= 0:
+        _raise_if_nonfinite(None, i_bad, ts[i_bad + 1])
+    return x
+
+
+def _raise_if_nonfinite(x: Tensor | None, step: int | None, t: Tensor) -> None:
+    if x is not None and bool(torch.isfinite(x).all()):
+        return
+    where = f"at step {step} (t = {float(t):.6g})" if step is not None else f"by t = {float(t):.6g}"
+    raise NonFiniteError(f"non-finite values (NaN or inf) appeared in the samples {where}")

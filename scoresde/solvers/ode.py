@@ -1,0 +1,203 @@
+"""Probability-flow ODE solvers: dx/dt = f(t) x - g(t)^2 score(x, t) / 2 (Song et al. Eq. 13)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .base import Context, Solver
+
+
+class ODEEuler(Solver):
+    """Explicit Euler: x1 = x + (t1 - t0) F(x, t0). Order 1, one score call per step."""
+
+    name = "ode_euler"
+
+    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
+        return x + (t1 - t0) * ctx.pf_drift(x, t0), state
+
+
+class ODEHeun(Solver):
+    """Heun's method (explicit trapezoidal rule; Karras et al. 2022, Alg. 1 without churn).
+
+    d0 = F(x, t0); x' = x + h d0; x1 = x + h (d0 + F(x', t1)) / 2 with h = t1 - t0. Order 2, two
+    score calls per step.
+    """
+
+    name = "ode_heun"
+
+    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
+        h = t1 - t0
+        d0 = ctx.pf_drift(x, t0)
+        d1 = ctx.pf_drift(x + h * d0, t1)
+        return x + 0.5 * h * (d0 + d1), state
+
+
+class ODERK4(Solver):
+    """The classical fourth-order Runge–Kutta method. Order 4, four score calls per step."""
+
+    name = "ode_rk4"
+
+    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
+        h = t1 - t0
+        tm = t0 + 0.5 * h
+        k1 = ctx.pf_drift(x, t0)
+        k2 = ctx.pf_drift(x + 0.5 * h * k1, tm)
+        k3 = ctx.pf_drift(x + 0.5 * h * k2, tm)
+        k4 = ctx.pf_drift(x + h * k3, t1)
+        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), state
+
+
+# Dormand & Prince 1980, RK5(4)7M: nodes, stage matrix, 5th-order weights, error weights b - b*.
+_DP_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+
+
+class RK45(Solver):
+    """Adaptive Dormand–Prince RK5(4) with a PI step-size controller, entirely in torch.
+
+    Every sample carries its own time and step size (its result does not depend on its batch); all
+    are advanced in one batched score call per stage, and a sample that has arrived is frozen.
+    Error: per-sample RMS of err / (atol + rtol max(|x0|, |x1|)) (Hairer et al. II.4), accepted when
+    <= 1. Controller: h <- h * safety * err^-(0.7/5) * err_prev^(0.4/5), growth clipped to
+    [0.2, 10], no growth right after a rejection. FSAL: an accepted step's last stage is the next
+    step's first. ``ctx.stats`` gets per-sample accepted/rejected step counts.
+    """
+
+    name = "ode_rk45"
+    fixed_grid = False
+
+    def __init__(
+        self,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        safety: float = 0.9,
+        max_steps: int = 100_000,
+        first_step: float | None = None,
+    ):
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+        self.rtol, self.atol, self.safety = rtol, atol, safety
+        self.max_steps = max_steps
+        self.first_step = first_step
+
+    def _norm(self, v: Tensor, scale: Tensor) -> Tensor:
+        return (v / scale).flatten(1).pow(2).mean(1).sqrt()
+
+    def _initial_step(self, ctx, x, t, f0, span) -> Tensor:
+        # Hairer, Norsett & Wanner, Solving ODEs I, II.4 "Starting step size".
+        scale = self.atol + self.rtol * x.abs()
+        d0, d1 = self._norm(x, scale), self._norm(f0, scale)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).to(t.dtype)
+        h0 = torch.minimum(h0, span)
+        x1 = x + _bc(-h0, x) * f0
+        f1 = ctx.pf_drift(x1, t - h0)
+        d2 = self._norm(f1 - f0, scale).to(t.dtype) / h0
+        dmax = torch.maximum(d1.to(t.dtype), d2)
+        h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dmax) ** 0.2)
+        return torch.minimum(torch.minimum(100 * h0, h1), span)
+
+    def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        b = x.shape[0]
+        t = t0.expand(b).clone()
+        t_end = t1.expand(b)
+        k1 = ctx.pf_drift(x, t)
+        span = t - t_end
+        if self.first_step is not None:
+            size = torch.full_like(t, self.first_step).minimum(span)
+        else:
+            size = self._initial_step(ctx, x, t, k1, span)
+        err_prev = torch.ones_like(t)
+        accepted = torch.zeros(b, dtype=torch.long, device=x.device)
+        rejected = torch.zeros_like(accepted)
+        just_rejected = torch.zeros_like(t, dtype=torch.bool)
+        active = t > t_end
+        iterations = 0
+        while bool(active.any()):
+            iterations += 1
+            if iterations > self.max_steps:
+                raise RuntimeError(
+                    f"ode_rk45 did not reach t={float(t1):g} in {self.max_steps} steps"
+                )
+            size = torch.where(active, torch.minimum(size, t - t_end), torch.zeros_like(size))
+            h = -size  # integrate towards smaller t
+            ks = [k1]
+            for c, row in zip(_DP_C[1:], _DP_A[1:], strict=True):
+                xi = x + _bc(h, x) * sum(a * k for a, k in zip(row, ks, strict=False) if a != 0.0)
+                ks.append(ctx.pf_drift(xi, t + c * h))
+            x_new = xi  # the last stage is evaluated at the 5th-order solution (FSAL)
+            err = _bc(h, x) * sum(e * k for e, k in zip(_DP_E, ks, strict=True) if e != 0.0)
+            scale = self.atol + self.rtol * torch.maximum(x.abs(), x_new.abs())
+            err_norm = self._norm(err, scale).to(t.dtype)
+            ok = active & (err_norm <= 1.0)
+            bad = active & ~ok
+            x = torch.where(_bc(ok, x), x_new, x)
+            k1 = torch.where(_bc(ok, x), ks[-1], k1)
+            t = torch.where(ok, torch.where(size >= t - t_end, t_end, t - size), t)
+            safe_err = err_norm.clamp_min(1e-10)
+            grow = (self.safety * safe_err ** (-0.7 / 5) * err_prev ** (0.4 / 5)).clamp(0.2, 10.0)
+            grow = torch.where(just_rejected, grow.clamp(max=1.0), grow)
+            shrink = (self.safety * safe_err ** (-1 / 5)).clamp(0.2, 1.0)
+            size = torch.where(ok, size * grow, torch.where(bad, size * shrink, size))
+            err_prev = torch.where(ok, safe_err, err_prev)
+            just_rejected = bad
+            accepted += ok.long()
+            rejected += bad.long()
+            active = t > t_end
+        ctx.stats.update(accepted_steps=accepted, rejected_steps=rejected)
+        return x
+
+
+def _bc(c: Tensor, x: Tensor) -> Tensor:
+    """Per-sample (batch,) tensor -> broadcastable over x's event dims, in x's dtype if float."""
+    c = c.reshape(-1, *([1] * (x.dim() - 1)))
+    return c.to(x.dtype) if c.is_floating_point() else c
+
+
+class Scipy(Solver):
+    """``scipy.integrate.solve_ivp`` on the flattened batch (Song et al.'s reference approach).
+
+    Any ``method=`` of solve_ivp ("RK45", "DOP853", "Radau", "LSODA", ...). Runs in float64 numpy;
+    each right-hand-side evaluation moves the state to the device and back, so it is a reference,
+    not a fast path. One error norm covers the whole batch, as in the reference code.
+    """
+
+    name = "scipy"
+    fixed_grid = False
+
+    def __init__(self, method: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
+        self.method, self.rtol, self.atol = method, rtol, atol
+
+    def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        from scipy.integrate import solve_ivp
+
+        shape, dtype, device = x.shape, x.dtype, x.device
+
+        def rhs(t: float, y: np.ndarray) -> np.ndarray:
+            xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
+            tt = torch.tensor(t, dtype=torch.float64, device=device)
+            with torch.no_grad():
+                return ctx.pf_drift(xt, tt).reshape(-1).double().cpu().numpy()
+
+        sol = solve_ivp(
+            rhs,
+            (float(t0), float(t1)),
+            x.detach().reshape(-1).double().cpu().numpy(),
+            method=self.method,
+            rtol=self.rtol,
+            atol=self.atol,
+        )
+        if not sol.success:
+            raise RuntimeError(f"scipy solve_ivp ({self.method}) failed: {sol.message}")
+        ctx.stats.update(scipy_nfev=int(sol.nfev), scipy_status=int(sol.status))
+        return torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
