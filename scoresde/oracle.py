@@ -166,7 +166,7 @@ def gaussian_flow_map(sde: SDE, mean, std) -> Callable[[Tensor, TimeLike, TimeLi
 
     The marginal at t is N(alpha_t m, v_t) with v_t = alpha_t^2 std^2 + sigma_t^2, elementwise. The
     PF-ODE dx/dt = f x - g^2/2 score is linear in x with solution
-    x_s = alpha_s m + sqrt(v_s / v_t) (x_t - alpha_t m), (Song et al. 2021, Eq. 13 for Gaussian data).
+    x_s = alpha_s m + sqrt(v_s / v_t) (x_t - alpha_t m)  (Song et al. 2021, Eq. 13, Gaussian data).
     """
     mean = torch.as_tensor(mean)
     std = torch.as_tensor(std)

@@ -174,14 +174,15 @@ def sample(
 
     Parameters
     ----------
-    sde : the forward SDE. score_fn : ``score_fn(x, t) -> Tensor`` of x's shape, t of shape (batch,).
+    sde : the forward SDE.
+    score_fn : ``score_fn(x, t) -> Tensor`` of x's shape; t has shape (batch,).
     shape : (batch, *event). solver : a name in ``SOLVERS`` or a ``Solver`` object.
     steps : grid intervals for fixed-step solvers (not needed by ``ode_rk45``/``scipy``).
     eps : final time, default ``sde.sampling_eps``. time_grid : a name in ``TIME_GRIDS`` (default:
         the solver's) or an explicit decreasing tensor of times in [0, T]. rho : for ``karras``.
     denoise : finish with Tweedie's x0 = (x + sigma^2 score) / alpha at eps (one more NFE).
     x_T : initial state (default: drawn from the prior). generator / seeds : randomness; ``seeds``
-        (one int per sample) gives every sample its own generator, so it does not depend on its batch.
+        (one int per sample) gives each sample its own generator: it does not depend on its batch.
     callback : called as ``callback(i, t, x)`` after each grid step.
     **solver_options : passed to the solver (e.g. ``order=3``, ``snr=0.16``, ``rtol=1e-6``).
     """

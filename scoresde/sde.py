@@ -8,8 +8,8 @@ through Stochastic Differential Equations", Eqs. 29, 33 and Appendix B). The two
     f(t)   = d log alpha_t / dt
     g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2
 
-Schedule arithmetic runs in float64 and is cast to the caller's dtype at the end, so a float32 caller
-gets no round-off from the schedule itself.
+Schedule arithmetic runs in float64 and is cast to the caller's dtype at the end, so a float32
+caller gets no round-off from the schedule itself.
 """
 
 from __future__ import annotations
@@ -102,8 +102,9 @@ class LinearSchedule:
 class CosineSchedule:
     r"""The cosine schedule of Nichol & Dhariwal 2021 (Eq. 17), in continuous time.
 
-    alpha_bar(t) = f(t) / f(0) with f(t) = cos^2(((t + s)/(1 + s)) pi/2), so the marginal matches the
-    paper's alpha_bar exactly; beta(t) = -d log alpha_bar / dt = pi/(1+s) tan(((t+s)/(1+s)) pi/2).
+    alpha_bar(t) = f(t) / f(0) with f(t) = cos^2(((t + s)/(1 + s)) pi/2), so the marginal matches
+    the paper's alpha_bar exactly;
+    beta(t) = -d log alpha_bar / dt = pi/(1+s) tan(((t+s)/(1+s)) pi/2).
     The paper clips the discrete beta_t at 0.999 to avoid the singularity at t = 1; the continuous
     analogue (as in Lu et al.'s DPM-Solver code) ends time at T where beta(T) = 1000 * 0.999, i.e.
     T ~ 0.998, so beta never exceeds the clipped value.
@@ -199,7 +200,7 @@ class SDE:
 
     # -- public ------------------------------------------------------------------------------
     def marginal(self, t: TimeLike) -> tuple[Tensor, Tensor]:
-        """(alpha_t, sigma_t): x_t = alpha_t x_0 + sigma_t z, z ~ N(0, I) (Song et al. Eq. 29/33)."""
+        """(alpha_t, sigma_t): x_t = alpha_t x_0 + sigma_t z, z ~ N(0, I) (Song et al. Eq. 29)."""
         tt = as_time(t)
         dt = _out_dtype(t)
         return torch.exp(self._log_alpha(tt)).to(dt), torch.exp(self._log_sigma(tt)).to(dt)
@@ -212,7 +213,7 @@ class SDE:
         return alpha * x0, sigma
 
     def log_snr(self, t: TimeLike) -> Tensor:
-        """lambda_t = log(alpha_t / sigma_t), the half log signal-to-noise ratio (Lu et al. 2022)."""
+        """lambda_t = log(alpha_t / sigma_t), half the log-SNR (Lu et al. 2022, Sec. 3.1)."""
         tt = as_time(t)
         return (self._log_alpha(tt) - self._log_sigma(tt)).to(_out_dtype(t))
 
@@ -351,8 +352,8 @@ class _BetaSDE(SDE):
 class VPSDE(_BetaSDE):
     r"""Variance-preserving SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw (Song et al. Eq. 11).
 
-    alpha_t = exp(-B(t)/2), sigma_t^2 = 1 - alpha_t^2 with B(t) = \int_0^t beta. The continuous limit
-    of DDPM (Ho et al. 2020); ``discrete_betas(N)`` gives the N-step chain.
+    alpha_t = exp(-B(t)/2), sigma_t^2 = 1 - alpha_t^2 with B(t) = \int_0^t beta. The continuous
+    limit of DDPM (Ho et al. 2020); ``discrete_betas(N)`` gives the N-step chain.
     """
 
     ancestral_rule = "ddpm"
@@ -387,7 +388,7 @@ class VPSDE(_BetaSDE):
         return betas
 
     def discrete_times(self, n: int) -> Tensor:
-        """Times t_0 = 0 < t_1 < ... < t_N (float64) where the continuous marginal matches the chain.
+        """Times 0 = t_0 < ... < t_N (float64) where the continuous marginal matches the chain.
 
         alpha(t_i)^2 = prod_{j<=i} (1 - beta_j) for the betas of ``discrete_betas(n)``, so sampling
         on ``discrete_times(n).flip(0)`` with the ``ancestral`` solver is exactly DDPM. The chain

@@ -1,9 +1,9 @@
 """Exponential integrators in log-SNR time: DDIM, DPM-Solver(++) multistep, SDE-DPM-Solver++.
 
-All of them use only the marginal (alpha_t, sigma_t) and lambda_t = log(alpha_t / sigma_t), so they
-work for VP, sub-VP and VE alike (for VE alpha = 1, lambda = -log sigma). With h = lambda_1 - lambda_0
-and u = lambda - lambda_0, the probability-flow ODE has the exact solutions (Lu et al. 2022a Eq. 3.4,
-2022b Eq. 9)
+All of them use only the marginal (alpha_t, sigma_t) and lambda_t = log(alpha_t / sigma_t), so
+they work for VP, sub-VP and VE alike (for VE alpha = 1, lambda = -log sigma). With
+h = lambda_1 - lambda_0 and u = lambda - lambda_0, the probability-flow ODE has the exact solutions
+(Lu et al. 2022a Eq. 3.4, 2022b Eq. 9)
     noise form:  x_1 = (alpha_1/alpha_0) x_0 - sigma_1 int_0^h e^{h-u} eps_hat(u) du
     data form:   x_1 = (sigma_1/sigma_0) x_0 + alpha_1 int_0^h e^{-(h-u)} x0_hat(u) du
 and a k-th order method replaces the prediction by its Taylor polynomial in u, with derivatives
@@ -65,8 +65,8 @@ class DDIM(Solver):
     """DDIM (Song, Meng & Ermon 2021, Eq. 12) written with (alpha, sigma) of any linear SDE.
 
     x0_hat = (x + sigma_0^2 score) / alpha_0, eps_hat = -sigma_0 score, and with
-    sigma_eta^2 = eta^2 (sigma_1^2 / sigma_0^2) v, v = sigma_0^2 - (alpha_0/alpha_1)^2 sigma_1^2 (the
-    posterior variance times eta^2):
+    sigma_eta^2 = eta^2 (sigma_1^2 / sigma_0^2) v, v = sigma_0^2 - (alpha_0/alpha_1)^2 sigma_1^2
+    (the posterior variance times eta^2):
         x_1 = alpha_1 x0_hat + sqrt(sigma_1^2 - sigma_eta^2) eps_hat + sigma_eta z.
     eta = 0 is the first-order exponential step of the probability-flow ODE (= DPM-Solver-1);
     eta = 1 is DDPM's ancestral step with the posterior variance.

@@ -29,8 +29,8 @@ class EulerMaruyama(Solver):
 class ReverseDiffusion(Solver):
     """Song et al.'s reverse-diffusion predictor (App. E, Eq. 46), via ``sde.discretize``.
 
-    The forward step t1 -> t0 is x_{t0} = x_{t1} + f_d + G z with f_d = (a - 1) x, G^2 = v (the exact
-    Gaussian transition); reversed: x1 = x - f_d + G^2 score(x, t0) + G z.
+    The forward step t1 -> t0 is x_{t0} = x_{t1} + f_d + G z with f_d = (a - 1) x, G^2 = v (the
+    exact Gaussian transition); reversed: x1 = x - f_d + G^2 score(x, t0) + G z.
     """
 
     name = "reverse_diffusion"
@@ -63,7 +63,7 @@ class Ancestral(Solver):
     def check(self, sde: SDE, steps: int) -> None:
         if sde.ancestral_rule is None:
             raise ValueError(
-                f"solver 'ancestral' needs an SDE with a discrete chain (VPSDE: DDPM, VESDE: SMLD); "
+                "solver 'ancestral' needs an SDE with a discrete chain (VPSDE: DDPM, VESDE: SMLD); "
                 f"{type(sde).__name__} has none. Use 'reverse_diffusion' or 'euler_maruyama'."
             )
 
