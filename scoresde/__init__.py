@@ -1,5 +1,6 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
+from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .oracle import GaussianMixture, exact_log_prob, exact_score, gaussian_flow_map
 from .sampling import (
     SOLVERS,
@@ -35,4 +36,8 @@ __all__ = [
     "NonFiniteError",
     "make_solver",
     "make_time_grid",
+    "log_likelihood",
+    "LikelihoodResult",
+    "bits_per_dim",
+    "dequantize",
 ]

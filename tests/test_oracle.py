@@ -66,7 +66,7 @@ def reference_mixture(means, stds, weights) -> MixtureSameFamily:
 
 
 def diffused_points(sde, data, t: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """x_t = alpha_t x_0 + sigma_t z for x_0 ~ data, one time per row; every 4th row pushed 3 std out."""
+    """x_t = alpha_t x_0 + sigma_t z, x_0 ~ data, one t per row; every 4th z has norm 3 sqrt(d)."""
     g = torch.Generator().manual_seed(seed)
     x0 = data.sample(t.shape[0], generator=g)
     alpha, sigma = sde.marginal(t)

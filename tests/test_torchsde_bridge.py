@@ -125,7 +125,7 @@ def ring_reference():
 
 
 def reverse_sde_samples(sde: sd.SDE, data: sd.GaussianMixture, eps: float) -> torch.Tensor:
-    """x_eps from STEPS Euler steps of the reverse SDE with the exact score, started at the prior."""
+    """x_eps after STEPS Euler steps of the reverse SDE with the exact score, from the prior."""
     rev = sde.reverse(sd.exact_score(sde, data))
     x_T = sde.prior_sample((N_SAMPLES, 2), generator=torch.Generator().manual_seed(1))
     s_end = sde.T - eps

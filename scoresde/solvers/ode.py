@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -63,15 +65,94 @@ _DP_A = (
 _DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
 
 
-class RK45(Solver):
-    """Adaptive Dormand–Prince RK5(4) with a PI step-size controller, entirely in torch.
+def _rms(v: Tensor, scale: Tensor) -> Tensor:
+    return (v / scale).flatten(1).pow(2).mean(1).sqrt()
 
-    Every sample carries its own time and step size (its result does not depend on its batch); all
-    are advanced in one batched score call per stage, and a sample that has arrived is frozen.
-    Error: per-sample RMS of err / (atol + rtol max(|x0|, |x1|)) (Hairer et al. II.4), accepted when
-    <= 1. Controller: h <- h * safety * err^-(0.7/5) * err_prev^(0.4/5), growth clipped to
-    [0.2, 10], no growth right after a rejection. FSAL: an accepted step's last stage is the next
-    step's first. ``ctx.stats`` gets per-sample accepted/rejected step counts.
+
+def dopri5(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    y: Tensor,
+    t0: float,
+    t1: float,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    safety: float = 0.9,
+    max_steps: int = 100_000,
+    first_step: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Solve dy/dt = fn(y, t) from t0 to t1 (either direction) with Dormand–Prince RK5(4).
+
+    Batched with per-sample time and step size: row b of y (shape (batch, ...)) is an independent
+    ODE whose result does not depend on the rest of the batch; all rows share one ``fn`` call per
+    stage (t is passed as a (batch,) float64 tensor) and a row that has arrived is frozen.
+    Error: per-row RMS of err / (atol + rtol max(|y0|, |y1|)) (Hairer et al. I, II.4), accepted
+    when <= 1. PI controller h <- h safety err^-(0.7/5) err_prev^(0.4/5), growth in [0.2, 10], no
+    growth right after a rejection. FSAL: an accepted step's last stage is the next one's first.
+    The loop checks on the host once per step whether all rows have arrived (adaptive stepping
+    needs that sync). Returns y(t1) and per-row ``accepted_steps`` / ``rejected_steps``.
+    """
+    b = y.shape[0]
+    direction = 1.0 if t1 >= t0 else -1.0
+    t = torch.full((b,), t0, dtype=torch.float64, device=y.device)
+    t_end = torch.full_like(t, t1)
+    remaining = (t_end - t) * direction
+    k1 = fn(y, t)
+    if first_step is not None:
+        size = torch.full_like(t, first_step).minimum(remaining)
+    else:
+        # Hairer, Norsett & Wanner I, II.4, "Starting step size"; one extra evaluation.
+        scale = atol + rtol * y.abs()
+        d0, d1 = _rms(y, scale).to(t.dtype), _rms(k1, scale).to(t.dtype)
+        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).minimum(remaining)
+        k_probe = fn(y + _bc(direction * h0, y) * k1, t + direction * h0)
+        d2 = _rms(k_probe - k1, scale).to(t.dtype) / h0
+        dmax = torch.maximum(d1, d2)
+        h1 = torch.where(dmax <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dmax) ** 0.2)
+        size = torch.minimum(torch.minimum(100 * h0, h1), remaining)
+    err_prev = torch.ones_like(t)
+    accepted = torch.zeros(b, dtype=torch.long, device=y.device)
+    rejected = torch.zeros_like(accepted)
+    just_rejected = torch.zeros_like(t, dtype=torch.bool)
+    active = remaining > 0
+    for _ in range(max_steps):
+        if not bool(active.any()):
+            break
+        size = torch.where(active, torch.minimum(size, remaining), torch.zeros_like(size))
+        h = direction * size
+        ks = [k1]
+        for c, row in zip(_DP_C[1:], _DP_A[1:], strict=True):
+            yi = y + _bc(h, y) * sum(a * k for a, k in zip(row, ks, strict=False) if a != 0.0)
+            ks.append(fn(yi, t + c * h))
+        y_new = yi  # the last stage is evaluated at the 5th-order solution (FSAL)
+        err = _bc(h, y) * sum(e * k for e, k in zip(_DP_E, ks, strict=True) if e != 0.0)
+        err_norm = _rms(err, atol + rtol * torch.maximum(y.abs(), y_new.abs())).to(t.dtype)
+        ok = active & (err_norm <= 1.0)
+        bad = active & ~ok
+        y = torch.where(_bc(ok, y), y_new, y)
+        k1 = torch.where(_bc(ok, y), ks[-1], k1)
+        t = torch.where(ok, torch.where(size >= remaining, t_end, t + h), t)
+        safe_err = err_norm.clamp_min(1e-10)
+        grow = (safety * safe_err ** (-0.7 / 5) * err_prev ** (0.4 / 5)).clamp(0.2, 10.0)
+        grow = torch.where(just_rejected, grow.clamp(max=1.0), grow)
+        shrink = (safety * safe_err ** (-1 / 5)).clamp(0.2, 1.0)
+        size = torch.where(ok, size * grow, torch.where(bad, size * shrink, size))
+        err_prev = torch.where(ok, safe_err, err_prev)
+        just_rejected = bad
+        accepted += ok.long()
+        rejected += bad.long()
+        remaining = (t_end - t) * direction
+        active = remaining > 0
+    else:
+        if bool(active.any()):
+            raise RuntimeError(f"dopri5 did not reach t = {t1:g} in {max_steps} steps")
+    return y, {"accepted_steps": accepted, "rejected_steps": rejected}
+
+
+class RK45(Solver):
+    """Adaptive Dormand–Prince RK5(4) on the probability-flow ODE, entirely in torch (``dopri5``).
+
+    Every sample has its own step size, so its result does not depend on its batch.
+    ``SampleResult.stats`` gets per-sample ``accepted_steps`` and ``rejected_steps``.
     """
 
     name = "ode_rk45"
@@ -91,70 +172,19 @@ class RK45(Solver):
         self.max_steps = max_steps
         self.first_step = first_step
 
-    def _norm(self, v: Tensor, scale: Tensor) -> Tensor:
-        return (v / scale).flatten(1).pow(2).mean(1).sqrt()
-
-    def _initial_step(self, ctx, x, t, f0, span) -> Tensor:
-        # Hairer, Norsett & Wanner, Solving ODEs I, II.4 "Starting step size".
-        scale = self.atol + self.rtol * x.abs()
-        d0, d1 = self._norm(x, scale), self._norm(f0, scale)
-        h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).to(t.dtype)
-        h0 = torch.minimum(h0, span)
-        x1 = x + _bc(-h0, x) * f0
-        f1 = ctx.pf_drift(x1, t - h0)
-        d2 = self._norm(f1 - f0, scale).to(t.dtype) / h0
-        dmax = torch.maximum(d1.to(t.dtype), d2)
-        h1 = torch.where(dmax <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dmax) ** 0.2)
-        return torch.minimum(torch.minimum(100 * h0, h1), span)
-
     def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
-        b = x.shape[0]
-        t = t0.expand(b).clone()
-        t_end = t1.expand(b)
-        k1 = ctx.pf_drift(x, t)
-        span = t - t_end
-        if self.first_step is not None:
-            size = torch.full_like(t, self.first_step).minimum(span)
-        else:
-            size = self._initial_step(ctx, x, t, k1, span)
-        err_prev = torch.ones_like(t)
-        accepted = torch.zeros(b, dtype=torch.long, device=x.device)
-        rejected = torch.zeros_like(accepted)
-        just_rejected = torch.zeros_like(t, dtype=torch.bool)
-        active = t > t_end
-        iterations = 0
-        while bool(active.any()):
-            iterations += 1
-            if iterations > self.max_steps:
-                raise RuntimeError(
-                    f"ode_rk45 did not reach t={float(t1):g} in {self.max_steps} steps"
-                )
-            size = torch.where(active, torch.minimum(size, t - t_end), torch.zeros_like(size))
-            h = -size  # integrate towards smaller t
-            ks = [k1]
-            for c, row in zip(_DP_C[1:], _DP_A[1:], strict=True):
-                xi = x + _bc(h, x) * sum(a * k for a, k in zip(row, ks, strict=False) if a != 0.0)
-                ks.append(ctx.pf_drift(xi, t + c * h))
-            x_new = xi  # the last stage is evaluated at the 5th-order solution (FSAL)
-            err = _bc(h, x) * sum(e * k for e, k in zip(_DP_E, ks, strict=True) if e != 0.0)
-            scale = self.atol + self.rtol * torch.maximum(x.abs(), x_new.abs())
-            err_norm = self._norm(err, scale).to(t.dtype)
-            ok = active & (err_norm <= 1.0)
-            bad = active & ~ok
-            x = torch.where(_bc(ok, x), x_new, x)
-            k1 = torch.where(_bc(ok, x), ks[-1], k1)
-            t = torch.where(ok, torch.where(size >= t - t_end, t_end, t - size), t)
-            safe_err = err_norm.clamp_min(1e-10)
-            grow = (self.safety * safe_err ** (-0.7 / 5) * err_prev ** (0.4 / 5)).clamp(0.2, 10.0)
-            grow = torch.where(just_rejected, grow.clamp(max=1.0), grow)
-            shrink = (self.safety * safe_err ** (-1 / 5)).clamp(0.2, 1.0)
-            size = torch.where(ok, size * grow, torch.where(bad, size * shrink, size))
-            err_prev = torch.where(ok, safe_err, err_prev)
-            just_rejected = bad
-            accepted += ok.long()
-            rejected += bad.long()
-            active = t > t_end
-        ctx.stats.update(accepted_steps=accepted, rejected_steps=rejected)
+        x, stats = dopri5(
+            ctx.pf_drift,
+            x,
+            float(t0),
+            float(t1),
+            self.rtol,
+            self.atol,
+            self.safety,
+            self.max_steps,
+            self.first_step,
+        )
+        ctx.stats.update(stats)
         return x
 
 
