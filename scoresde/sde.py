@@ -471,3 +471,18 @@ class VESDE(SDE):
             "sigma_min": self.sigma_min,
             "sigma_max": self.sigma_max,
         }
+
+
+def sde_from_config(config: dict) -> SDE:
+    """Rebuild an SDE from ``sde.config()`` (used by checkpoints); unknown types are errors."""
+    cfg = dict(config)
+    kind = cfg.pop("type", None)
+    if kind == "VESDE":
+        return VESDE(cfg["sigma_min"], cfg["sigma_max"], cfg.get("T", 1.0))
+    if kind in ("VPSDE", "SubVPSDE"):
+        cls = VPSDE if kind == "VPSDE" else SubVPSDE
+        schedule = cfg.get("schedule", "linear")
+        if schedule == "linear":
+            return cls(cfg["beta_min"], cfg["beta_max"], "linear", cfg.get("T"))
+        return cls(schedule=schedule, T=cfg.get("T"))
+    raise ValueError(f"unknown SDE type {kind!r} in config; expected VPSDE, SubVPSDE or VESDE")

@@ -147,6 +147,8 @@ def test_exact_score_per_sample_time_equals_scalar_time_rows(name):
     score_fn = sd.exact_score(sde, data)
     rows = torch.cat([score_fn(x[i : i + 1], float(t[i])) for i in range(6)])
     assert_close(score_fn(x, t), rows, rtol=1e-13, atol=1e-13)
+    rows_0d = torch.cat([score_fn(x[i : i + 1], t[i]) for i in range(6)])  # 0-d tensor times
+    assert_close(rows_0d, rows, rtol=0, atol=0)
     # an event shape other than (d,) is flattened and restored
     assert_close(score_fn(x.reshape(6, 1, 2), t), score_fn(x, t).reshape(6, 1, 2), rtol=0, atol=0)
 

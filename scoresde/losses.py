@@ -1,0 +1,126 @@
+"""Denoising score matching in continuous time, and DDPM's discrete loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .model import ScoreModel
+from .sde import VPSDE, batch_coeff
+from .solvers.base import check_choice
+
+WEIGHTINGS = ("sigma2", "likelihood", "none")
+TIME_SAMPLING = ("uniform", "stratified", "antithetic")
+
+#: Smallest training time (Song et al.'s code trains on t ~ U(1e-5, T)).
+TRAIN_EPS = 1e-5
+
+
+def sample_times(
+    n: int,
+    T: float,
+    eps: float = TRAIN_EPS,
+    method: str = "uniform",
+    generator: torch.Generator | None = None,
+    device=None,
+) -> Tensor:
+    """n times in [eps, T], float64: i.i.d. uniform, stratified (one per equal bin, in a random
+    order) or antithetic (u and 1 - u pairs): the last two reduce the loss's variance over t."""
+    check_choice("time_sampling", method, TIME_SAMPLING)
+    dev = generator.device if generator is not None else device
+    u = torch.rand(n, generator=generator, device=dev, dtype=torch.float64)
+    if method == "stratified":
+        perm = torch.randperm(n, generator=generator, device=dev)
+        u = (perm + u) / n
+    elif method == "antithetic":
+        half = u[: (n + 1) // 2]
+        u = torch.cat([half, 1 - half])[:n]
+    return (eps + (T - eps) * u).to(device)
+
+
+def dsm_loss(
+    sde,
+    model: ScoreModel,
+    x0: Tensor,
+    weighting: str = "sigma2",
+    eps: float = TRAIN_EPS,
+    time_sampling: str = "uniform",
+    reduction: str = "mean",
+    y: Tensor | None = None,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Continuous-time denoising score matching (Song et al. 2021, Eq. 7; Vincent 2011).
+
+    With t ~ U(eps, T), z ~ N(0, I), x_t = alpha_t x0 + sigma_t z, the per-sample loss is
+        lambda(t) / 2 * || model(x_t, t) + z / sigma_t ||^2
+    (the exact score of p_0t(x_t | x0) is -z / sigma_t), with lambda(t) = sigma_t^2 (``"sigma2"``,
+    Song et al.'s default), g(t)^2 (``"likelihood"``: the loss then bounds the negative
+    log-likelihood, Song et al. 2021b, Thm. 1) or 1 (``"none"``). With sigma2 weighting and an
+    eps-predicting model this is 1/2 ||eps_hat - z||^2, DDPM's L_simple up to the factor 1/2.
+    ``t`` and ``noise`` may be given to fix the draw; ``reduction="none"`` gives per-sample losses.
+    """
+    check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("reduction", reduction, ("mean", "none"))
+    b = x0.shape[0]
+    if t is None:
+        t = sample_times(b, sde.T, eps, time_sampling, generator, x0.device)
+    t = t.to(device=x0.device, dtype=torch.float64)
+    if noise is None:
+        dev = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+        noise = noise.to(x0.device)
+    alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
+    x_t = batch_coeff(alpha, x0) * x0 + batch_coeff(sigma, x0) * noise
+    score = model(x_t, t.to(x0.dtype), y)
+    # lambda/2 ||s + z/sigma||^2 written as w/2 ||sigma s + z||^2 with w = lambda / sigma^2, which
+    # stays finite as sigma -> 0 for the sigma2 weighting.
+    residual = (batch_coeff(sigma, x0) * score + noise).reshape(b, -1)
+    if weighting == "sigma2":
+        w = torch.ones_like(t)
+    elif weighting == "likelihood":
+        w = sde._g2(t) / sigma**2
+    else:
+        w = 1 / sigma**2
+    losses = 0.5 * w.to(x0.dtype) * residual.pow(2).sum(1)
+    return losses.mean() if reduction == "mean" else losses
+
+
+def ddpm_loss(
+    sde: VPSDE,
+    model: ScoreModel,
+    x0: Tensor,
+    n_steps: int = 1000,
+    i: Tensor | None = None,
+    noise: Tensor | None = None,
+    y: Tensor | None = None,
+    reduction: str = "mean",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """DDPM's L_simple (Ho et al. 2020, Algorithm 1): || eps - eps_theta(x_i, i) ||^2.
+
+    i ~ U{1, ..., N}, x_i = sqrt(alpha_bar_i) x0 + sqrt(1 - alpha_bar_i) eps, and the model is
+    queried at the continuous time t_i = ``sde.discrete_times(N)[i]`` where the marginals agree.
+    """
+    if sde.ancestral_rule != "ddpm":
+        raise ValueError(f"ddpm_loss needs a VPSDE, got {type(sde).__name__}")
+    check_choice("reduction", reduction, ("mean", "none"))
+    b = x0.shape[0]
+    dev = generator.device if generator is not None else x0.device
+    if i is None:
+        i = torch.randint(1, n_steps + 1, (b,), generator=generator, device=dev)
+    times = sde.discrete_times(n_steps).to(x0.device)
+    t = times[i.to(x0.device)]
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+        noise = noise.to(x0.device)
+    abar = torch.cat(
+        [torch.ones(1, dtype=torch.float64), torch.cumprod(1 - sde.discrete_betas(n_steps), 0)]
+    )
+    abar = abar.to(x0.device)[i.to(x0.device)]
+    x_i = batch_coeff(abar.sqrt(), x0) * x0 + batch_coeff((1 - abar).sqrt(), x0) * noise
+    sigma = torch.exp(sde._log_sigma(t))
+    eps_hat = -batch_coeff(sigma, x0) * model(x_i, t.to(x0.dtype), y)
+    losses = (noise - eps_hat).reshape(b, -1).pow(2).sum(1)
+    return losses.mean() if reduction == "mean" else losses

@@ -1,0 +1,22 @@
+"""Score networks: time/class embeddings, a residual MLP for vectors and a U-Net for images.
+
+Every network is an ``nn.Module`` with ``forward(x, t, y=None) -> Tensor`` of x's shape and a
+JSON-serialisable ``config`` dict of its constructor arguments, so ``NETWORKS[name](**config)``
+rebuilds it. Networks know nothing of SDEs or solvers.
+"""
+
+from .embeddings import FiLM, GaussianFourierProjection, SinusoidalEmbedding
+from .mlp import ResidualMLP
+from .unet import UNet
+
+NETWORKS = {"ResidualMLP": ResidualMLP, "UNet": UNet}
+"""Network classes by name, for rebuilding a net from a checkpoint's (class name, config)."""
+
+__all__ = [
+    "GaussianFourierProjection",
+    "SinusoidalEmbedding",
+    "FiLM",
+    "ResidualMLP",
+    "UNet",
+    "NETWORKS",
+]

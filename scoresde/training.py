@@ -1,0 +1,317 @@
+"""Trainer: Adam with warm-up, gradient clipping, EMA, safe checkpoints, exact resume, DDP.
+
+Every random draw of step k (the batch's times and noise, condition dropout, dropout in the net)
+comes from generators seeded by (seed, rank, k), and the data order of epoch e from (seed, e). The
+state of training is therefore the weights, the EMA, the optimiser and the step number, which is
+what a checkpoint holds; resuming from it continues bit-for-bit as if never stopped.
+Under ``torchrun`` (torch.distributed initialised) the model is wrapped in DDP, each rank takes
+every world-th example of the epoch's permutation, and rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, load_state_strict, save_checkpoint
+from .losses import dsm_loss
+from .model import ScoreModel
+from .sde import sde_from_config
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults follow Song et al. 2021's small-model settings)."""
+
+    batch_size: int = 128  # per rank
+    lr: float = 2e-4
+    warmup: int = 500  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables
+    ema_decay: float = 0.999  # with warm-up min(decay, (1 + k) / (10 + k))
+    weighting: str = "sigma2"
+    time_sampling: str = "uniform"
+    eps: float = 1e-5
+    p_uncond: float = 0.0  # probability of replacing a label by the null label (CFG training)
+    seed: int = 0
+    bf16: bool = False  # bfloat16 autocast of the forward pass (CUDA only)
+    log_every: int = 100
+    ckpt_every: int = 0  # 0: only when asked
+    sample_every: int = 0  # 0: never
+
+    def __post_init__(self):
+        for name in ("batch_size",):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Initialise torch.distributed from torchrun's environment (nccl on GPU, gloo on CPU).
+
+    Returns (rank, world_size); (0, 1) when not launched by torchrun.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Trainer:
+    """Train a :class:`ScoreModel` with denoising score matching on an in-memory data set.
+
+    Parameters
+    ----------
+    model : the ScoreModel (its ``net`` must expose ``config`` so checkpoints can rebuild it).
+    data : (N, *event) training data. labels : optional (N,) class labels for conditional nets.
+    config : TrainConfig. out_dir : where checkpoints, ``loss.csv`` and sample figures go.
+    sample_fn : optional ``sample_fn(ema_model, step) -> Tensor`` drawn every ``sample_every``.
+    """
+
+    def __init__(
+        self,
+        model: ScoreModel,
+        data: Tensor,
+        config: TrainConfig | None = None,
+        labels: Tensor | None = None,
+        out_dir: str | Path | None = None,
+        device: torch.device | str | None = None,
+        sample_fn=None,
+    ):
+        self.config = config or TrainConfig()
+        self.device = torch.device(device) if device is not None else data.device
+        self.rank, self.world = init_distributed()
+        if labels is not None and labels.shape != (data.shape[0],):
+            raise ValueError(
+                f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}"
+            )
+        self.data = data
+        self.labels = labels
+        self.model = model.to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.step = 0
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.sample_fn = sample_fn
+        self.num_classes = getattr(model.net, "config", {}).get("num_classes")
+        if self.config.p_uncond > 0 and not self.num_classes:
+            raise ValueError("p_uncond > 0 needs a class-conditional net (config['num_classes'])")
+        n_rank = len(range(self.rank, data.shape[0], self.world))
+        self.steps_per_epoch = n_rank // self.config.batch_size
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"batch_size {self.config.batch_size} exceeds the {n_rank} examples per rank"
+            )
+        self.ddp = None
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    # -- one step -----------------------------------------------------------------------------
+    def _batch_indices(self, step: int) -> Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(_seed(self.config.seed, epoch, 0xDA7A))
+        perm = torch.randperm(self.data.shape[0], generator=g)[self.rank :: self.world]
+        b = self.config.batch_size
+        return perm[i * b : (i + 1) * b]
+
+    def loss_at(self, step: int) -> Tensor:
+        """The loss of step ``step`` on this rank (deterministic given the weights)."""
+        cfg = self.config
+        idx = self._batch_indices(step)
+        x0 = self.data[idx].to(self.device)
+        g = torch.Generator(device=self.device).manual_seed(_seed(cfg.seed, self.rank, step))
+        y = None
+        if self.labels is not None:
+            y = self.labels[idx].to(self.device)
+            if cfg.p_uncond > 0:
+                drop = torch.rand(y.shape, generator=g, device=self.device) < cfg.p_uncond
+                y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        net = self.ddp if self.ddp is not None else self.model
+        autocast = torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16 and x0.is_cuda)
+        with autocast:
+            return dsm_loss(
+                self.model.sde,
+                net,
+                x0,
+                weighting=cfg.weighting,
+                eps=cfg.eps,
+                time_sampling=cfg.time_sampling,
+                y=y,
+                generator=g,
+            )
+
+    def train_step(self) -> Tensor:
+        cfg = self.config
+        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup) if cfg.warmup > 0 else cfg.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(_seed(cfg.seed, self.rank, self.step, 0xD409))  # dropout
+            loss = self.loss_at(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+            for e, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+                e.copy_(b)
+        self.step += 1
+        return loss.detach()
+
+    def train(self, steps: int, progress: bool = True) -> list[float]:
+        """Run ``steps`` optimisation steps; returns the logged (rank-averaged) losses."""
+        cfg = self.config
+        logged: list[float] = []
+        running = torch.zeros((), device=self.device)
+        count = 0
+        start = time.perf_counter()
+        bar = tqdm(total=steps, disable=not progress or self.rank != 0, desc="train")
+        for _ in range(steps):
+            running += self.train_step()
+            count += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == steps:
+                mean = running / count
+                if self.world > 1:
+                    dist.all_reduce(mean)
+                    mean /= self.world
+                value = float(mean)
+                logged.append(value)
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{value:.4f}", its=f"{count / max(elapsed, 1e-9):.1f}")
+                self._log(value)
+                running.zero_()
+                count = 0
+                start = time.perf_counter()
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                self.save()
+            if (
+                cfg.sample_every
+                and self.sample_fn is not None
+                and self.step % cfg.sample_every == 0
+            ):
+                self._samples()
+        bar.close()
+        return logged
+
+    def _log(self, loss: float) -> None:
+        if self.rank != 0 or self.out_dir is None:
+            return
+        path = self.out_dir / "loss.csv"
+        new = not path.exists()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["step", "loss", "lr"])
+            w.writerow([self.step, f"{loss:.6g}", f"{self.optimizer.param_groups[0]['lr']:.6g}"])
+
+    def _samples(self) -> None:
+        if self.rank != 0 or self.out_dir is None:
+            return
+        from .plots import save_samples
+
+        x = self.sample_fn(self.ema, self.step)
+        save_samples(x, self.out_dir / f"samples_{self.step:07d}.png", title=f"step {self.step}")
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt = self.optimizer.state_dict()
+        for i, st in opt["state"].items():
+            for k, v in st.items():
+                tensors[f"optim.{i}.{k}"] = torch.as_tensor(v)
+        net = self.model.net
+        meta = {
+            "step": self.step,
+            "net": {"class": type(net).__name__, "config": net.config},
+            "sde": self.model.sde.config(),
+            "parameterization": self.model.parameterization,
+            "train": asdict(self.config),
+            "world_size": self.world,
+        }
+        return tensors, meta
+
+    def save(self, path: str | Path | None = None) -> Path | None:
+        """Checkpoint to ``path`` (default ``out_dir/checkpoint``); rank 0 only."""
+        if self.rank != 0:
+            return None
+        if path is None:
+            if self.out_dir is None:
+                raise ValueError("no path given and the trainer has no out_dir")
+            path = self.out_dir / "checkpoint"
+        tensors, meta = self.state()
+        return save_checkpoint(path, tensors, meta)
+
+    def load(self, path: str | Path) -> None:
+        """Restore weights, EMA, optimiser and step from a checkpoint of the same model."""
+        tensors, meta = load_checkpoint(path, self.device)
+        if meta["net"]["config"] != self.model.net.config or meta["sde"] != self.model.sde.config():
+            raise ValueError("the checkpoint's network or SDE config differs from this trainer's")
+        load_state_strict(self.model, _strip(tensors, "model."), "model weights")
+        load_state_strict(self.ema, _strip(tensors, "ema."), "EMA weights")
+        opt = self.optimizer.state_dict()
+        state: dict[int, dict[str, Tensor]] = {}
+        for key, v in tensors.items():
+            if key.startswith("optim."):
+                _, i, name = key.split(".", 2)
+                state.setdefault(int(i), {})[name] = v
+        opt["state"] = state
+        self.optimizer.load_state_dict(opt)
+        self.step = int(meta["step"])
+
+
+def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_model(path: str | Path, ema: bool = True, device=None) -> tuple[ScoreModel, dict]:
+    """Rebuild the ScoreModel of a checkpoint (EMA weights by default) and return it with its meta.
+
+    The network class must be one of ``scoresde.nets.NETWORKS``; nothing is unpickled.
+    """
+    from .nets import NETWORKS
+
+    tensors, meta = load_checkpoint(path, device)
+    cls_name = meta["net"]["class"]
+    if cls_name not in NETWORKS:
+        raise ValueError(f"unknown network class {cls_name!r}; known: {sorted(NETWORKS)}")
+    net = NETWORKS[cls_name](**meta["net"]["config"])
+    model = ScoreModel(net, sde_from_config(meta["sde"]), meta["parameterization"])
+    load_state_strict(model, _strip(tensors, "ema." if ema else "model."), "checkpoint weights")
+    return model.to(device) if device is not None else model, meta
+
+
+def train_config_from(meta: dict) -> TrainConfig:
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in meta["train"].items() if k in names})
