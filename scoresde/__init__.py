@@ -1,6 +1,8 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
+from .losses import ddpm_loss, dsm_loss
+from .model import ScoreModel
 from .oracle import GaussianMixture, exact_log_prob, exact_score, gaussian_flow_map
 from .sampling import (
     SOLVERS,
@@ -40,4 +42,7 @@ __all__ = [
     "LikelihoodResult",
     "bits_per_dim",
     "dequantize",
+    "ScoreModel",
+    "dsm_loss",
+    "ddpm_loss",
 ]

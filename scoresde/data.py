@@ -44,7 +44,7 @@ def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0
 
 
 def eight_gaussians(n: int, generator: torch.Generator | None = None, std: float = 0.1) -> Tensor:
-    """Eight Gaussians on a circle of radius 2 (FFJORD's "8gaussians")."""
+    """Eight Gaussians of std ``std`` on a circle of radius 2 (like FFJORD's "8gaussians")."""
     k = torch.randint(0, 8, (n,), generator=generator)
     angle = k.double() * (2 * math.pi / 8)
     centres = 2 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
@@ -60,7 +60,8 @@ def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
 
 
 def pinwheel(n: int, generator: torch.Generator | None = None, arms: int = 5) -> Tensor:
-    """FFJORD's pinwheel: ``arms`` spiral arms of stretched Gaussians."""
+    """A pinwheel of ``arms`` spiral arms of stretched Gaussians (after FFJORD's, with radial std
+    0.3 and tangential std 0.05)."""
     k = torch.randint(0, arms, (n,), generator=generator).double()
     feats = _randn(n, generator, 2) * torch.tensor([0.3, 0.05], dtype=torch.float64)
     feats[:, 0] += 1.0
@@ -119,6 +120,8 @@ def load_array(path: str | Path, key: str | None = None) -> Tensor:
             names = list(z.keys())
             if key is None and len(names) != 1:
                 raise ValueError(f"{path} holds arrays {names}; choose one with key=")
+            if key is not None and key not in names:
+                raise ValueError(f"{path} has no array {key!r}; it holds {names}")
             arr = z[key or names[0]]
     else:
         raise ValueError(f"expected a .npy or .npz file, got {path}")
@@ -137,7 +140,10 @@ def load_image_folder(path: str | Path, size: int | None = None, channels: int =
     files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise ValueError(f"no .png/.jpg images in {path}")
-    mode = {1: "L", 3: "RGB"}[channels]
+    modes = {1: "L", 3: "RGB"}
+    if channels not in modes:
+        raise ValueError(f"channels must be one of (1, 3), got {channels!r}")
+    mode = modes[channels]
     images = []
     for f in files:
         with Image.open(f) as im:

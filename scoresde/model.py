@@ -103,7 +103,9 @@ class ScoreModel(nn.Module):
 
 
 def _batch_time(t, x: Tensor) -> Tensor:
-    t = torch.as_tensor(t, device=x.device)
+    # A Python float goes straight to x's dtype (as_tensor would round it through float32).
+    t = torch.tensor(float(t), dtype=x.dtype) if not isinstance(t, Tensor) else t
+    t = t.to(device=x.device)
     t = t.expand(x.shape[0]) if t.dim() == 0 else t
     if t.shape != (x.shape[0],):
         raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
