@@ -17,7 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .sde import SDE, ScoreFn
-from .solvers.base import Context, CountingScore, NoiseSource, Solver
+from .solvers.base import Context, CountingScore, NoiseSource, NonFiniteError, Solver
 from .solvers.exponential import DDIM, DPMSolver, DPMSolverSDE
 from .solvers.ode import ODERK4, RK45, ODEEuler, ODEHeun, Scipy
 from .solvers.pc import Langevin, PredictorCorrector
@@ -65,10 +65,6 @@ class SampleResult:
     times: Tensor
     trajectory: Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-class NonFiniteError(FloatingPointError):
-    """NaN or inf appeared in the samples; the message names the first step and its time."""
 
 
 def make_solver(solver: str | Solver, **options) -> Solver:
@@ -197,7 +193,7 @@ def sample(
         dtype = dtype or x_T.dtype
     device = torch.device(device) if device is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()
-    if steps is not None and not (isinstance(steps, int) and steps >= 1):
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
     if isinstance(time_grid, Tensor):

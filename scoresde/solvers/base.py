@@ -13,6 +13,10 @@ from torch import Tensor
 from ..sde import SDE, ScoreFn, batch_coeff
 
 
+class NonFiniteError(FloatingPointError):
+    """NaN or inf appeared in the samples; the message names the first step or time."""
+
+
 class CountingScore:
     """Wraps a user ``score_fn(x, t)``: broadcasts t to (batch,), checks the output, counts calls.
 
@@ -118,6 +122,9 @@ class Solver:
     fixed_grid: ClassVar[bool] = True
     #: Grid used when ``time_grid`` is not given; chosen by ``benchmarks/samplers.py``.
     default_time_grid: ClassVar[str] = "uniform"
+
+    def __init__(self) -> None:  # solvers without options; ``options()`` then lists none
+        pass
 
     def check(self, sde: SDE, steps: int | None) -> None:
         """Raise ValueError if this solver cannot run ``sde`` with ``steps`` (checked once)."""

@@ -20,11 +20,12 @@ class LangevinCorrector:
     ``step_norm="sample"`` (default) uses each sample's own norms, not the batch means of the
     reference code: batch means couple the chains, so a sample's step (and result) depends on the
     other samples in its batch and on the batch size, and one outlier with a large score shrinks
-    every chain's step. The per-sample rule needs high dimension, where ||z|| and ||score||
-    concentrate (it matches the batch rule on 64-D mixtures). In low dimension ||score|| has no such
-    concentration: near a mode or saddle it is ~0, the step 1/||score||^2 explodes and the chain
-    diverges (2-D mixtures: std ~ 40 instead of 1.4). For such data use ``step_norm="batch"`` (the
-    reference code's rule) or the annealed ("ald") corrector, whose step does not depend on x.
+    every chain's step. The price: the step then depends on the state x, which biases the chain.
+    Measured with the exact score (pc, snr 0.16, 1000 steps, 64-D mixture) the terminal variance
+    is ~9% too large per-sample vs ~3% with batch means; in low dimension ||score|| has no
+    concentration at all, near a mode or saddle it is ~0, the step 1/||score||^2 explodes and the
+    chain diverges (2-D mixtures: std ~40 instead of 1.4). For such data use
+    ``step_norm="batch"`` (the reference code's rule) or the annealed ("ald") corrector.
     """
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, step_norm: str = "sample"):

@@ -125,7 +125,14 @@ class DPMSolver(Solver):
         self.lower_order_final = lower_order_final
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor):
-        return {"lams": [], "ms": [], "lam_grid": ctx.sde._log_alpha(ts) - ctx.sde._log_sigma(ts)}
+        # An explicit grid may end at t = 0 (sigma = 0, lambda = +inf): the last step is then the
+        # limit h -> inf of every order, x_1 = alpha_1 x0_hat (decided once here, not per step).
+        return {
+            "lams": [],
+            "ms": [],
+            "lam_grid": ctx.sde._log_alpha(ts) - ctx.sde._log_sigma(ts),
+            "zero_end": bool(ts[-1] <= 0),
+        }
 
     def _model(self, ctx: Context, x: Tensor, t: Tensor) -> Tensor:
         score = ctx.score(x, t)
@@ -138,6 +145,11 @@ class DPMSolver(Solver):
         lams.append(state["lam_grid"][i])
         ms.append(self._model(ctx, x, t0))
         del lams[: -self.order], ms[: -self.order]
+        alpha0, sigma0 = ctx.coeffs(t0)
+        alpha1, sigma1 = ctx.coeffs(t1)
+        if state["zero_end"] and i == ctx.steps - 1:
+            x0_hat = ms[-1] if self.prediction == "data" else (x - sigma0 * ms[-1]) / alpha0
+            return alpha1 * x0_hat, state
         k = _order_at(self.order, i, ctx.steps, self.lower_order_final)
         h, terms = _taylor_terms(lams, ms, state["lam_grid"][i + 1], k)
         sign = -1 if self.prediction == "data" else 1
@@ -145,8 +157,6 @@ class DPMSolver(Solver):
         if k == 2 and self.solver_type == "midpoint":
             phis[1] = 0.5 * phis[0]
         acc = sum(p * m for p, m in zip(phis, terms, strict=False))
-        alpha0, sigma0 = ctx.coeffs(t0)
-        alpha1, sigma1 = ctx.coeffs(t1)
         if self.prediction == "data":
             return (sigma1 / sigma0) * x + alpha1 * acc, state
         return (alpha1 / alpha0) * x - sigma1 * acc, state
@@ -177,6 +187,10 @@ class DPMSolverSDE(Solver):
         lams.append(state["lam_grid"][i])
         ms.append(ctx.data_pred(x, t0, ctx.score(x, t0)))
         del lams[: -self.order], ms[: -self.order]
+        _, sigma0 = ctx.coeffs(t0)
+        alpha1, sigma1 = ctx.coeffs(t1)
+        if state["zero_end"] and i == ctx.steps - 1:  # sigma_1 = 0: no noise, x_1 = alpha_1 x0_hat
+            return alpha1 * ms[-1], state
         k = _order_at(self.order, i, ctx.steps, self.lower_order_final)
         h, terms = _taylor_terms(lams, ms, state["lam_grid"][i + 1], k)
         # int_0^h 2 e^{-2(h-u)} u^k/k! du = (2h)^k phi_{k+1}(2h) / 2^k: substitute w = 2u.
@@ -184,7 +198,5 @@ class DPMSolverSDE(Solver):
         acc = p1 * terms[0]
         if k == 2:
             acc = acc + (0.5 * p1 if self.solver_type == "midpoint" else p2) * terms[1]
-        _, sigma0 = ctx.coeffs(t0)
-        alpha1, sigma1 = ctx.coeffs(t1)
         x1 = (sigma1 / sigma0) * torch.exp(-h) * x + alpha1 * acc
         return x1 + sigma1 * torch.sqrt(p1) * ctx.noise(), state

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Context, Solver
+from .base import Context, NonFiniteError, Solver
 
 
 class ODEEuler(Solver):
@@ -89,7 +89,7 @@ def dopri5(
     when <= 1. PI controller h <- h safety err^-(0.7/5) err_prev^(0.4/5), growth in [0.2, 10], no
     growth right after a rejection. FSAL: an accepted step's last stage is the next one's first.
     The loop checks on the host once per step whether all rows have arrived (adaptive stepping
-    needs that sync). Returns y(t1) and per-row ``accepted_steps`` / ``rejected_steps``.
+    needs that sync) and whether ``fn`` returned NaN/inf (raised as ``NonFiniteError``). Returns y(t1) and per-row ``accepted_steps`` / ``rejected_steps``.
     """
     b = y.shape[0]
     direction = 1.0 if t1 >= t0 else -1.0
@@ -114,8 +114,13 @@ def dopri5(
     rejected = torch.zeros_like(accepted)
     just_rejected = torch.zeros_like(t, dtype=torch.bool)
     active = remaining > 0
+    nonfinite = ~torch.isfinite(k1).flatten(1).all(1)
     for _ in range(max_steps):
-        if not bool(active.any()):
+        any_active, any_nonfinite = torch.stack([active.any(), nonfinite.any()]).tolist()
+        if any_nonfinite:  # fn returned NaN/inf: a rejection cannot cure that
+            bad_t = float(t[nonfinite][0])
+            raise NonFiniteError(f"non-finite values (NaN or inf) appeared at t = {bad_t:.6g}")
+        if not any_active:
             break
         size = torch.where(active, torch.minimum(size, remaining), torch.zeros_like(size))
         h = direction * size
@@ -123,9 +128,12 @@ def dopri5(
         for c, row in zip(_DP_C[1:], _DP_A[1:], strict=True):
             yi = y + _bc(h, y) * sum(a * k for a, k in zip(row, ks, strict=False) if a != 0.0)
             ks.append(fn(yi, t + c * h))
+        nonfinite = active & ~torch.isfinite(torch.stack(ks, 1)).flatten(1).all(1)
         y_new = yi  # the last stage is evaluated at the 5th-order solution (FSAL)
         err = _bc(h, y) * sum(e * k for e, k in zip(_DP_E, ks, strict=True) if e != 0.0)
         err_norm = _rms(err, atol + rtol * torch.maximum(y.abs(), y_new.abs())).to(t.dtype)
+        # A non-finite trial step is a rejection (shrink and retry), never a NaN step size.
+        err_norm = torch.nan_to_num(err_norm, nan=torch.inf)
         ok = active & (err_norm <= 1.0)
         bad = active & ~ok
         y = torch.where(_bc(ok, y), y_new, y)
@@ -217,7 +225,10 @@ class Scipy(Solver):
             xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
             tt = torch.tensor(t, dtype=torch.float64, device=device)
             with torch.no_grad():
-                return ctx.pf_drift(xt, tt).reshape(-1).double().cpu().numpy()
+                out = ctx.pf_drift(xt, tt).reshape(-1).double().cpu().numpy()
+            if not np.isfinite(out).all():
+                raise NonFiniteError(f"non-finite values (NaN or inf) appeared at t = {t:.6g}")
+            return out
 
         sol = solve_ivp(
             rhs,

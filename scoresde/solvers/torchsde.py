@@ -86,6 +86,11 @@ class TorchsdeSolver(Solver):
     def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         import torchsde
 
+        if ctx.noise.generators is not None:
+            raise ValueError(
+                "solver 'torchsde' draws one Brownian path for the whole batch; per-sample seeds "
+                "are not supported (pass generator= instead)"
+            )
         shape = x.shape
         rev = ctx.sde.reverse(lambda y, t: ctx.score(y, t))
         sde_type = "stratonovich" if self.method in _STRATONOVICH else "ito"
