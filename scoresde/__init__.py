@@ -1,9 +1,29 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
+from .guidance import (
+    INPAINT_METHODS,
+    InpaintResult,
+    NoisyClassifier,
+    cfg_score_fn,
+    classifier_free_guidance,
+    classifier_guidance,
+    classifier_log_prob,
+    inpaint,
+    train_classifier,
+)
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .losses import ddpm_loss, dsm_loss
 from .model import ScoreModel
-from .oracle import GaussianMixture, exact_log_prob, exact_score, gaussian_flow_map
+from .oracle import (
+    ClassConditionalMixture,
+    GaussianMixture,
+    MixtureConditional,
+    exact_class_score,
+    exact_classifier,
+    exact_log_prob,
+    exact_score,
+    gaussian_flow_map,
+)
 from .sampling import (
     SOLVERS,
     TIME_GRIDS,
@@ -45,4 +65,17 @@ __all__ = [
     "ScoreModel",
     "dsm_loss",
     "ddpm_loss",
+    "ClassConditionalMixture",
+    "MixtureConditional",
+    "exact_class_score",
+    "exact_classifier",
+    "classifier_free_guidance",
+    "cfg_score_fn",
+    "classifier_guidance",
+    "NoisyClassifier",
+    "train_classifier",
+    "classifier_log_prob",
+    "inpaint",
+    "InpaintResult",
+    "INPAINT_METHODS",
 ]

@@ -124,17 +124,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     shape = (args.n, *_event_shape(meta))
     options = dict(kv.split("=", 1) for kv in args.option)
     options = {k: _parse_value(v) for k, v in options.items()}
+    score_fn = _guided_score(model, args)
+    generator = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():
-        res = sample(
-            model.sde,
-            model,
-            shape,
-            solver=args.solver,
-            steps=args.steps,
-            generator=torch.Generator().manual_seed(args.seed),
-            device=args.device,
-            **options,
-        )
+        if args.inpaint_mask is not None:
+            res = _inpaint(model, score_fn, shape, args, generator, options)
+        else:
+            res = sample(
+                model.sde,
+                score_fn,
+                shape,
+                solver=args.solver,
+                steps=args.steps,
+                generator=generator,
+                device=args.device,
+                **options,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     x = res.samples.cpu()
@@ -144,6 +149,48 @@ def cmd_sample(args: argparse.Namespace) -> int:
         np.save(out, x.numpy())
     print(f"wrote {args.n} samples to {out} ({res.nfe} score evaluations)")
     return 0
+
+
+def _guided_score(model, args: argparse.Namespace):
+    """The model itself, or its classifier-free-guided score for ``--class`` / ``--guidance``."""
+    from .guidance import cfg_score_fn
+
+    if args.label is None:
+        if args.guidance != 1.0:
+            raise SystemExit("scoresde: --guidance needs --class (the class to guide towards)")
+        return model
+    try:
+        return cfg_score_fn(model, args.label, scale=args.guidance)
+    except ValueError as err:
+        raise SystemExit(f"scoresde: {err}") from None
+
+
+def _inpaint(model, score_fn, shape, args: argparse.Namespace, generator, options):
+    """Inpaint the first ``--n`` items of ``--inpaint-data``: the mask's True part is kept."""
+    from .guidance import inpaint, mask_from_spec
+
+    if args.steps is None:
+        raise SystemExit("scoresde: inpainting needs --steps")
+    x, _ = _load_data(args.inpaint_data, args.n, args.seed)
+    if tuple(x.shape[1:]) != tuple(shape[1:]):
+        raise SystemExit(
+            f"scoresde: --inpaint-data has items of shape {tuple(x.shape[1:])}, the model makes "
+            f"{tuple(shape[1:])}"
+        )
+    try:
+        mask = mask_from_spec(args.inpaint_mask, shape[1:])
+        return inpaint(
+            model.sde,
+            score_fn,
+            x[: args.n].to(args.device),
+            mask.to(args.device),
+            args.inpaint_method,
+            args.steps,
+            generator=generator,
+            **options,
+        )
+    except ValueError as err:
+        raise SystemExit(f"scoresde: {err}") from None
 
 
 def cmd_likelihood(args: argparse.Namespace) -> int:
@@ -250,6 +297,30 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--device", default="cpu")
     sa.add_argument("--raw-weights", action="store_true", help="use the raw weights, not the EMA")
+    sa.add_argument(
+        "--class",
+        dest="label",
+        type=int,
+        default=None,
+        help="class to sample (class-conditional checkpoints); default: unconditional",
+    )
+    sa.add_argument(
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale w with --class (0: unconditional, 1: conditional)",
+    )
+    sa.add_argument(
+        "--inpaint-mask",
+        default=None,
+        help="inpaint --inpaint-data: top|bottom|left|right (the known half) or a .npy mask",
+    )
+    sa.add_argument(
+        "--inpaint-method", default="replacement", choices=("replacement", "repaint", "smc")
+    )
+    sa.add_argument(
+        "--inpaint-data", default="digits", help="data set whose first --n items are inpainted"
+    )
     sa.set_defaults(func=cmd_sample)
 
     li = sub.add_parser("likelihood", help="PF-ODE log-likelihood of data under a checkpoint")

@@ -16,7 +16,16 @@ from torch import Tensor
 
 from .sde import SDE, TimeLike, as_time
 
-__all__ = ["GaussianMixture", "exact_score", "exact_log_prob", "gaussian_flow_map"]
+__all__ = [
+    "GaussianMixture",
+    "exact_score",
+    "exact_log_prob",
+    "gaussian_flow_map",
+    "ClassConditionalMixture",
+    "MixtureConditional",
+    "exact_class_score",
+    "exact_classifier",
+]
 
 
 class GaussianMixture:
@@ -117,6 +126,31 @@ class GaussianMixture:
         one = torch.ones(1, dtype=x.dtype, device=x.device)
         return _score(self, self._check_x(x), one, 0 * one).reshape(x.shape)
 
+    def condition(self, known: Tensor, mask: Tensor) -> MixtureConditional:
+        """The exact conditional p(x_missing | x_known) (see ``MixtureConditional``).
+
+        known : (B, d) or (d,) values (only the masked entries are read). mask : bool, True where
+        known, of known's shape, or (d,) shared by every row.
+        """
+        known = torch.as_tensor(known, dtype=self.means.dtype, device=self.means.device)
+        known = known.reshape(1, -1) if known.dim() == 1 else known.reshape(known.shape[0], -1)
+        if known.shape[1] != self.dim:
+            raise ValueError(f"known must have {self.dim} values per row, got {known.shape[1]}")
+        mask = torch.as_tensor(mask, device=known.device)
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor (True = known), got {mask.dtype}")
+        if mask.numel() == self.dim:
+            mask = mask.reshape(1, -1)
+        elif mask.numel() == known.numel():
+            mask = mask.reshape(known.shape)
+        else:
+            raise ValueError(
+                f"mask must have {self.dim} entries or known's {known.numel()}, got {mask.shape}"
+            )
+        mask = mask.expand(known.shape)
+        known = torch.where(mask, known, torch.zeros((), dtype=known.dtype, device=known.device))
+        return MixtureConditional(self, known, mask)
+
 
 def _log_prob(mix: GaussianMixture, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     log_joint, _, _ = mix._at(x, alpha, sigma)
@@ -184,3 +218,204 @@ def gaussian_flow_map(sde: SDE, mean, std) -> Callable[[Tensor, TimeLike, TimeLi
         return xs.to(x.dtype).reshape(x.shape)
 
     return flow
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditional oracles: class-conditional mixtures and the conditional p(x_missing | x_known).
+
+
+def _check_label_values(y, num_classes: int) -> None:
+    """Raise ValueError unless every label is an integer in [0, num_classes)."""
+    if isinstance(y, Tensor):
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, got a {y.dtype} tensor")
+        if y.dim() > 1:
+            raise ValueError(f"labels must be an int or a (batch,) tensor, got {tuple(y.shape)}")
+        # One host sync, when the score function is built, never per step.
+        bad = (y < 0) | (y >= num_classes)
+        if y.numel() and bool(bad.any()):
+            raise ValueError(
+                f"labels must be in [0, {num_classes}); got {y[bad].unique().tolist()}"
+            )
+    elif isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < num_classes:
+        raise ValueError(f"label must be an integer in [0, {num_classes}), got {y!r}")
+
+
+class ClassConditionalMixture:
+    """p(x, y) = pi_y p(x | y) with each class conditional p(x | y) a ``GaussianMixture``.
+
+    The unconditional p(x) = sum_y pi_y p(x | y) is one mixture of all the classes' components
+    (``self.mixture``, weights pi_y w_{y,k}); under a linear SDE every class conditional and the
+    unconditional stay mixtures, so p_t(x | y), p_t(x) and p_t(y | x) are exact at every t
+    (``exact_class_score``, ``exact_score(sde, data.mixture)``, ``exact_classifier``).
+
+    Parameters
+    ----------
+    mixtures : one ``GaussianMixture`` per class, all of the same dimension.
+    class_weights : (num_classes,) prior pi_y, non-negative with a positive sum; default uniform.
+    """
+
+    def __init__(self, mixtures, class_weights=None):
+        mixtures = list(mixtures)
+        if not mixtures or not all(isinstance(m, GaussianMixture) for m in mixtures):
+            raise ValueError("mixtures must be a non-empty sequence of GaussianMixture")
+        d = mixtures[0].dim
+        if any(m.dim != d for m in mixtures):
+            raise ValueError(f"every class mixture must have dimension {d}")
+        dtype, device = mixtures[0].means.dtype, mixtures[0].means.device
+        c = len(mixtures)
+        if class_weights is None:
+            class_weights = torch.full((c,), 1.0 / c, dtype=dtype, device=device)
+        pi = torch.as_tensor(class_weights, dtype=dtype, device=device)
+        if pi.shape != (c,):
+            raise ValueError(f"class_weights must have shape ({c},), got {tuple(pi.shape)}")
+        if not (torch.all(pi >= 0) and torch.isfinite(pi.sum()) and pi.sum() > 0):
+            raise ValueError("class_weights must be non-negative with a finite positive sum")
+        self.class_weights = pi / pi.sum()
+        self.mixtures = [m.to(device=device, dtype=dtype) for m in mixtures]
+        pairs = zip(self.class_weights, self.mixtures, strict=True)
+        self.mixture = GaussianMixture(
+            torch.cat([m.means for m in self.mixtures]),
+            torch.cat([m.stds for m in self.mixtures]),
+            torch.cat([p * m.weights for p, m in pairs]),
+        )
+        #: (K_total,) class of each component of ``self.mixture``.
+        self.component_class = torch.cat(
+            [torch.full((m.means.shape[0],), y, device=device) for y, m in enumerate(mixtures)]
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.mixtures)
+
+    @property
+    def dim(self) -> int:
+        return self.mixture.dim
+
+    def conditional(self, y: int) -> GaussianMixture:
+        """p(x | y) for one class y."""
+        _check_label_values(y, self.num_classes)
+        return self.mixtures[y]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """(x, y): n exact draws of the joint, x (n, d) and labels y (n,) long."""
+        x, k = _sample_components(self.mixture, n, generator)
+        return x, self.component_class[k]
+
+    def log_prob_class(self, x: Tensor, y) -> Tensor:
+        """(batch,) log p(y | x) at t = 0 (see ``exact_classifier`` for t > 0)."""
+        one = torch.ones(1, dtype=x.dtype, device=x.device)
+        return _log_prob_class(self, self.mixture._check_x(x), one, 0 * one, y)
+
+
+def _sample_components(
+    mix: GaussianMixture, n: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    # The same draws as GaussianMixture.sample, also returning the component of each sample.
+    dev = generator.device if generator is not None else mix.means.device
+    k = torch.multinomial(mix.weights.to(dev), n, replacement=True, generator=generator)
+    z = torch.randn(n, mix.dim, generator=generator, device=dev, dtype=mix.means.dtype)
+    k = k.to(mix.means.device)
+    return mix.means[k] + mix.stds[k] * z.to(mix.means.device), k
+
+
+def _class_mask(data: ClassConditionalMixture, y, x: Tensor) -> Tensor:
+    """(batch or 1, K_total) True where a component belongs to the sample's class."""
+    cls = data.component_class.to(x.device)
+    if isinstance(y, Tensor):
+        if y.dim() == 1 and y.shape[0] != x.shape[0]:
+            raise ValueError(f"y has {y.shape[0]} labels but x has batch size {x.shape[0]}")
+        return cls == y.to(x.device).reshape(-1, 1)
+    return (cls == y).unsqueeze(0)
+
+
+def _log_prob_class(data, x: Tensor, alpha: Tensor, sigma: Tensor, y) -> Tensor:
+    # log p_t(y | x) = logsumexp over y's components - logsumexp over all (Bayes' rule).
+    log_joint, _, _ = data.mixture._at(x, alpha, sigma)
+    in_class = torch.where(_class_mask(data, y, x), log_joint, -math.inf)
+    return torch.logsumexp(in_class, 1) - torch.logsumexp(log_joint, 1)
+
+
+def exact_class_score(
+    sde: SDE, data: ClassConditionalMixture, y
+) -> Callable[[Tensor, TimeLike], Tensor]:
+    """The exact conditional score grad_x log p_t(x | y) of ``data`` diffused by ``sde``.
+
+    y : a class (int) or (batch,) labels. p_t(x | y) is class y's mixture diffused, so its score
+    is the mixture score restricted to y's components (responsibilities renormalised within the
+    class). Labels are checked once, here.
+    """
+    _check_label_values(y, data.num_classes)
+
+    def score_fn(x: Tensor, t: TimeLike) -> Tensor:
+        xf = data.mixture._check_x(x)
+        alpha, sigma = _coefficients(sde, t, x)
+        log_joint, mean, var = data.mixture._at(xf, alpha, sigma)
+        log_joint = torch.where(_class_mask(data, y, xf), log_joint, -math.inf)
+        r = torch.softmax(log_joint, dim=1).unsqueeze(-1)
+        return (r * (mean - xf.unsqueeze(1)) / var).sum(1).reshape(x.shape)
+
+    return score_fn
+
+
+def exact_classifier(
+    sde: SDE, data: ClassConditionalMixture, y
+) -> Callable[[Tensor, TimeLike], Tensor]:
+    """The exact noisy classifier (x, t) -> log p_t(y | x), (batch,), of ``data`` under ``sde``.
+
+    log p_t(y | x) = log pi_y + log p_t(x | y) - log p_t(x) (Bayes' rule), a softmax over classes
+    of log p_t(x | y) + log pi_y. It is differentiable in x, so ``classifier_guidance`` with it at
+    scale 1 gives exactly ``exact_class_score`` (Song et al. 2021, Eq. 49: grad log p_t(x | y) =
+    grad log p_t(x) + grad log p_t(y | x)). y : a class (int) or (batch,) labels, checked here.
+    """
+    _check_label_values(y, data.num_classes)
+
+    def log_prob_y(x: Tensor, t: TimeLike) -> Tensor:
+        xf = data.mixture._check_x(x)
+        alpha, sigma = _coefficients(sde, t, x)
+        return _log_prob_class(data, xf, alpha, sigma, y)
+
+    return log_prob_y
+
+
+class MixtureConditional:
+    """The exact conditional p(x_missing | x_known) of a diagonal Gaussian mixture, per row.
+
+    With diagonal components the known and missing coordinates are independent within a
+    component, so p(x_M' | x_M) = sum_k r_k N(x_M'; m_kM', diag(s_kM'^2)) with
+    r_k ∝ w_k N(x_M; m_kM, diag(s_kM^2)) — Bayes' rule on the component (Bishop 2006, Sec. 9.2):
+    the components are reweighted by their marginal likelihood of the known coordinates and keep
+    their means and stds on the missing ones. Built by ``GaussianMixture.condition``.
+
+    Attributes: known (B, d), mask (B, d) bool (True = known), log_weights (B, K) log r_k.
+    """
+
+    def __init__(self, mix: GaussianMixture, known: Tensor, mask: Tensor):
+        self.mixture = mix
+        self.known = known
+        self.mask = mask
+        means, stds, log_w = mix._params(known.device, known.dtype)
+        z = (known.unsqueeze(1) - means) / stds  # (B, K, d)
+        log_n = -0.5 * z**2 - torch.log(stds) - 0.5 * math.log(2 * math.pi)
+        log_lik = (log_n * mask.unsqueeze(1)).sum(-1)  # known coordinates only
+        self.log_weights = torch.log_softmax(log_w + log_lik, dim=1)
+        #: (B,) log p(x_known) under the mixture's marginal of the known coordinates.
+        self.log_evidence = torch.logsumexp(log_w + log_lik, dim=1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """(B, d): one exact draw per row; the known coordinates equal ``known`` exactly."""
+        means, stds, _ = self.mixture._params(self.known.device, self.known.dtype)
+        dev = generator.device if generator is not None else self.known.device
+        k = torch.multinomial(self.log_weights.exp().to(dev), 1, generator=generator)[:, 0]
+        z = torch.randn(self.known.shape, generator=generator, device=dev, dtype=self.known.dtype)
+        k, z = k.to(self.known.device), z.to(self.known.device)
+        return torch.where(self.mask, self.known, means[k] + stds[k] * z)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """(B,) log p(x_missing | x_known) at x's missing coordinates (its known ones ignored)."""
+        means, stds, _ = self.mixture._params(x.device, x.dtype)
+        x = x.reshape(self.known.shape)
+        z = (x.unsqueeze(1) - means) / stds
+        log_n = -0.5 * z**2 - torch.log(stds) - 0.5 * math.log(2 * math.pi)
+        log_n = (log_n * ~self.mask.unsqueeze(1)).sum(-1)
+        return torch.logsumexp(self.log_weights + log_n, dim=1)

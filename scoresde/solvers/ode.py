@@ -89,7 +89,8 @@ def dopri5(
     when <= 1. PI controller h <- h safety err^-(0.7/5) err_prev^(0.4/5), growth in [0.2, 10], no
     growth right after a rejection. FSAL: an accepted step's last stage is the next one's first.
     The loop checks on the host once per step whether all rows have arrived (adaptive stepping
-    needs that sync) and whether ``fn`` returned NaN/inf (raised as ``NonFiniteError``). Returns y(t1) and per-row ``accepted_steps`` / ``rejected_steps``.
+    needs that sync) and whether ``fn`` returned NaN/inf (raised as ``NonFiniteError``).
+    Returns y(t1) and per-row ``accepted_steps`` / ``rejected_steps``.
     """
     b = y.shape[0]
     direction = 1.0 if t1 >= t0 else -1.0

@@ -1,0 +1,515 @@
+"""Guidance and inpainting (scoresde/guidance.py) and the conditional oracles (scoresde/oracle.py)
+against closed forms: Bayes' rule on Gaussian mixtures, exact conditional scores, exact
+conditional samples. Every statistical check compares with the spread of the same statistic
+between independent exact sample sets (the noise band), or with a binomial standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+import scoresde as sd
+from scoresde.guidance import (
+    INPAINT_METHODS,
+    NoisyClassifier,
+    cfg_score_fn,
+    classifier_free_guidance,
+    classifier_guidance,
+    classifier_log_prob,
+    inpaint,
+    mask_from_spec,
+    repaint_schedule,
+    train_classifier,
+)
+from scoresde.metrics import MMD
+from scoresde.nets import ResidualMLP, UNet
+from scoresde.oracle import ClassConditionalMixture, exact_class_score, exact_classifier
+
+F64 = torch.float64
+torch.set_num_threads(1)
+
+SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(0.01, 50.0)}
+
+
+def gm(means, stds, weights=None) -> sd.GaussianMixture:
+    return sd.GaussianMixture(
+        torch.tensor(means, dtype=F64), torch.tensor(stds, dtype=F64), weights
+    )
+
+
+def three_classes() -> ClassConditionalMixture:
+    """2-D: class 0 two blobs on the left, class 1 one blob on the right, class 2 a wide blob
+    in the middle that overlaps both; unequal class priors."""
+    return ClassConditionalMixture(
+        [
+            gm([[-2.0, 1.0], [-2.0, -1.0]], [0.3, 0.5], weights=[0.7, 0.3]),
+            gm([[2.0, 0.0]], [[0.4, 0.6]]),
+            gm([[0.0, 0.5], [0.5, -0.5]], 0.8),
+        ],
+        class_weights=[0.5, 0.2, 0.3],
+    )
+
+
+def eight_d() -> sd.GaussianMixture:
+    """8-D, components paired on the first 4 coordinates (so knowing them leaves a bimodal
+    conditional on the last 4), anisotropic stds, unequal weights."""
+    g = torch.Generator().manual_seed(0)
+    centres = (2 * torch.randn(4, 4, generator=g, dtype=F64)).repeat_interleave(2, 0)
+    means = torch.cat([centres, 2 * torch.randn(8, 4, generator=g, dtype=F64)], 1)
+    stds = 0.3 + 0.3 * torch.rand(8, 8, generator=g, dtype=F64)
+    return sd.GaussianMixture(means, stds, 0.2 + torch.rand(8, generator=g, dtype=F64))
+
+
+def points(n: int, d: int = 2, seed: int = 0, scale: float = 2.0) -> torch.Tensor:
+    return scale * torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conditional oracles
+
+
+def test_class_conditional_mixture_is_the_joint():
+    data = three_classes()
+    assert data.num_classes == 3 and data.dim == 2
+    # The unconditional mixture's weights are pi_y w_{y,k}.
+    assert_close(data.mixture.weights, torch.tensor([0.35, 0.15, 0.2, 0.15, 0.15], dtype=F64))
+    assert data.component_class.tolist() == [0, 0, 1, 2, 2]
+    x, y = data.sample(20_000, torch.Generator().manual_seed(0))
+    freq = torch.bincount(y, minlength=3) / 20_000.0
+    se = torch.sqrt(data.class_weights * (1 - data.class_weights) / 20_000)
+    assert torch.all((freq - data.class_weights).abs() < 4 * se)
+    # Samples of class 1 come from its own blob.
+    assert_close(x[y == 1].mean(0), torch.tensor([2.0, 0.0], dtype=F64), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_exact_class_score_is_the_score_of_the_diffused_class_mixture(name):
+    sde, data = SDES[name], three_classes()
+    x, t = points(64), torch.linspace(0.01, 1.0, 64, dtype=F64)
+    for y in range(3):
+        expected = sd.exact_score(sde, data.conditional(y))(x, t)
+        assert_close(exact_class_score(sde, data, y)(x, t), expected, rtol=1e-12, atol=1e-12)
+    # Per-sample labels select per-sample classes.
+    labels = torch.arange(64) % 3
+    got = exact_class_score(sde, data, labels)(x, t)
+    for y in range(3):
+        expected = sd.exact_score(sde, data.conditional(y))(x, t)
+        assert_close(got[labels == y], expected[labels == y], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_exact_classifier_is_bayes_rule(name):
+    # log p_t(y | x) = log pi_y + log p_t(x | y) - log p_t(x), each from exact_log_prob.
+    sde, data = SDES[name], three_classes()
+    x, t = points(64, seed=1), torch.linspace(0.01, 1.0, 64, dtype=F64)
+    log_px = sd.exact_log_prob(sde, data.mixture)(x, t)
+    total = torch.zeros(64, dtype=F64)
+    for y in range(3):
+        log_pxy = sd.exact_log_prob(sde, data.conditional(y))(x, t)
+        expected = torch.log(data.class_weights[y]) + log_pxy - log_px
+        got = exact_classifier(sde, data, y)(x, t)
+        assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        total += got.exp()
+    assert_close(total, torch.ones(64, dtype=F64), rtol=1e-12, atol=1e-12)
+    # t = 0 (VP): the data's own classifier.
+    if name == "vp":
+        x0 = points(16, seed=2)
+        assert_close(
+            data.log_prob_class(x0, 1), exact_classifier(sde, data, 1)(x0, 0.0), atol=1e-6, rtol=0
+        )
+
+
+def test_mixture_condition_is_bayes_rule_on_components():
+    data = eight_d()
+    mask = torch.tensor([True] * 4 + [False] * 4)
+    known = data.sample(5, torch.Generator().manual_seed(3))
+    cond = data.condition(known, mask)
+    # r_k ∝ w_k N(x_M; m_kM, s_kM^2), computed independently with torch.distributions.
+    normal = torch.distributions.Normal(data.means[:, :4], data.stds[:, :4])
+    log_lik = normal.log_prob(known[:, None, :4]).sum(-1)
+    expected = torch.log_softmax(torch.log(data.weights) + log_lik, 1)
+    assert_close(cond.log_weights, expected, rtol=1e-12, atol=1e-12)
+    # log p(x_M' | x_M) = log p(x) - log p(x_M), with p(x_M) the mixture of the known marginals.
+    marginal = sd.GaussianMixture(data.means[:, :4], data.stds[:, :4], data.weights)
+    x = torch.cat([known[:, :4], points(5, 4, seed=4)], 1)
+    assert_close(cond.log_prob(x), data.log_prob(x) - marginal.log_prob(known[:, :4]))
+    assert_close(cond.log_evidence, marginal.log_prob(known[:, :4]))
+    # Samples: known coordinates exact, unknown ones with the mixture's mean.
+    rows = known[:1].expand(20_000, 8)
+    draws = data.condition(rows, mask).sample(torch.Generator().manual_seed(5))
+    assert torch.equal(draws[:, :4], rows[:, :4])
+    r = cond.log_weights[0].exp()
+    mean = (r[:, None] * data.means[:, 4:]).sum(0)
+    second = (r[:, None] * (data.means[:, 4:] ** 2 + data.stds[:, 4:] ** 2)).sum(0)
+    se = torch.sqrt((second - mean**2) / 20_000)
+    assert torch.all((draws[:, 4:].mean(0) - mean).abs() < 4 * se)
+
+
+def test_mixture_condition_checks_its_arguments():
+    data = eight_d()
+    with pytest.raises(ValueError, match="bool"):
+        data.condition(torch.zeros(8, dtype=F64), torch.ones(8))
+    with pytest.raises(ValueError, match="mask must have"):
+        data.condition(torch.zeros(3, 8, dtype=F64), torch.ones(5, dtype=torch.bool))
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifier-free guidance
+
+
+def test_cfg_is_the_affine_combination_of_the_branches():
+    sde, data = SDES["vp"], three_classes()
+    s_c, s_u = exact_class_score(sde, data, 0), sd.exact_score(sde, data.mixture)
+    x, t = points(32), torch.linspace(0.05, 0.9, 32, dtype=F64)
+    c, u = s_c(x, t), s_u(x, t)
+    for w in (0.0, 1.0, 2.5, -1.0):
+        got = classifier_free_guidance(s_c, s_u, scale=w)(x, t)
+        assert_close(got, u + w * (c - u), rtol=1e-14, atol=1e-14)
+    assert torch.equal(classifier_free_guidance(s_c, s_u, scale=1)(x, t), c)
+
+
+def test_cfg_interval_guides_only_inside_and_is_conditional_outside():
+    sde, data = SDES["vp"], three_classes()
+    s_c, s_u = exact_class_score(sde, data, 0), sd.exact_score(sde, data.mixture)
+    x, t = points(40), torch.linspace(0.0, 1.0, 40, dtype=F64)
+    got = classifier_free_guidance(s_c, s_u, scale=3.0, interval=(0.2, 0.6))(x, t)
+    inside = (t >= 0.2) & (t <= 0.6)
+    c, u = s_c(x, t), s_u(x, t)
+    assert_close(got[inside], (u + 3 * (c - u))[inside], rtol=1e-14, atol=1e-14)
+    assert_close(got[~inside], c[~inside], rtol=1e-14, atol=1e-14)
+    # A scalar time works too (the weight is a device-side select, no Python branch on t).
+    assert_close(
+        classifier_free_guidance(s_c, s_u, 3.0, (0.2, 0.6))(x, 0.9), s_c(x, 0.9), rtol=0, atol=0
+    )
+
+
+def _band(sampler, n_pairs: int = 5):
+    """(mean, std) of MMD^2 between independent exact sets: the noise band."""
+    values = []
+    for i in range(n_pairs):
+        values.append(MMD(sampler(100 + 2 * i))(sampler(101 + 2 * i)))
+    v = torch.tensor(values, dtype=F64)
+    return float(v.mean()), float(v.std())
+
+
+def test_cfg_scale_one_samples_the_class_conditional_and_zero_the_mixture():
+    # With exact scores, w = 1 is the conditional score and w = 0 the unconditional one, so the
+    # sampler's output must sit in the two-sample noise band of exact samples of p(x | y) and
+    # p(x) respectively; p(x | y) and p(x) themselves are far apart (the test has power).
+    sde, data, n, y = SDES["vp"], three_classes(), 2000, 2
+    s_c, s_u = exact_class_score(sde, data, y), sd.exact_score(sde, data.mixture)
+
+    def exact_cond(seed):
+        return data.conditional(y).sample(n, torch.Generator().manual_seed(seed))
+
+    def exact_uncond(seed):
+        return data.mixture.sample(n, torch.Generator().manual_seed(seed))
+
+    def guided_samples(w):
+        score = classifier_free_guidance(s_c, s_u, scale=w)
+        g = torch.Generator().manual_seed(7)
+        return sd.sample(sde, score, (n, 2), "dpm_solver", 40, order=3, dtype=F64, generator=g)
+
+    for w, exact in ((1.0, exact_cond), (0.0, exact_uncond)):
+        mean, std = _band(exact)
+        res = guided_samples(w)
+        value = MMD(exact(1))(res.samples)
+        assert abs(value - mean) < 4 * std + 1e-4, (w, value, mean, std)
+    assert MMD(exact_cond(1))(exact_uncond(2)) > 0.05
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_cfg_score_fn_batches_both_branches_into_one_call(kind):
+    torch.manual_seed(0)
+    if kind == "mlp":
+        net, shape = ResidualMLP(2, hidden=16, depth=1, num_classes=3).double(), (8, 2)
+    else:
+        net = UNet(channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=3).double()
+        shape = (8, 1, 8, 8)
+    for p in net.parameters():  # the output layer starts at zero: make the branches differ
+        torch.nn.init.normal_(p, std=0.3)
+    model = sd_model(net)
+    calls = []
+    net.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=F64)
+    t = torch.full((8,), 0.3, dtype=F64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    got = cfg_score_fn(model, y, scale=2.0)(x, t)
+    assert calls == [16]
+    c = model(x, t, y)
+    u = model(x, t, torch.full((8,), 3))
+    assert_close(got, u + 2.0 * (c - u))
+    expected = model(x, t, torch.ones(8, dtype=torch.long))
+    calls.clear()
+    assert_close(cfg_score_fn(model, 1, scale=1.0)(x, t), expected)
+    assert calls == [8]  # scale 1: the conditional branch alone
+
+
+def sd_model(net):
+    from scoresde.model import ScoreModel
+
+    return ScoreModel(net, SDES["vp"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Classifier guidance
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_classifier_guidance_with_the_exact_classifier_is_the_conditional_score(name):
+    # grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x): pointwise to 1e-8 in float64,
+    # also when the caller runs under no_grad (autograd is switched on inside).
+    sde, data = SDES[name], three_classes()
+    x, t = points(128, seed=3), torch.linspace(1e-3, 1.0, 128, dtype=F64)
+    for y in range(3):
+        guided = classifier_guidance(
+            sd.exact_score(sde, data.mixture), exact_classifier(sde, data, y), scale=1.0
+        )
+        with torch.no_grad():
+            got = guided(x, t)
+        expected = exact_class_score(sde, data, y)(x, t)
+        assert (got - expected).abs().max() <= 1e-8
+
+
+def test_classifier_guidance_rejects_bad_log_prob_functions():
+    sde, data = SDES["vp"], three_classes()
+    score = sd.exact_score(sde, data.mixture)
+    x, t = points(4), torch.full((4,), 0.5, dtype=F64)
+    with pytest.raises(ValueError, match=r"\(4,\) tensor"):
+        classifier_guidance(score, lambda x, t: x)(x, t)
+    with pytest.raises(ValueError, match="autograd"):
+        classifier_guidance(score, lambda x, t: torch.zeros(4, dtype=F64))(x, t)
+
+
+def test_noisy_classifier_learns_the_classes_and_guides():
+    sde = SDES["vp"]
+    data = ClassConditionalMixture([gm([[-2.0, 0.0]], 0.3), gm([[2.0, 0.0]], 0.3)])
+    x, y = data.sample(4000, torch.Generator().manual_seed(0))
+    x = x.float()
+    torch.manual_seed(0)
+    clf = NoisyClassifier(2, 2, hidden=32, depth=1)
+    losses = train_classifier(
+        sde, clf, x, y, steps=300, batch_size=128, lr=3e-3, generator=torch.Generator()
+    )
+    assert losses[-1] < 0.5 * losses[0]
+    with torch.no_grad():
+        acc = (clf(x[:1000], torch.full((1000,), 0.05)).argmax(1) == y[:1000]).float().mean()
+    assert acc > 0.95
+    # The classifier's gradient points towards its class: at x = 0, class 1 pulls to +x.
+    log_p1 = classifier_log_prob(clf, 1)
+    guided = classifier_guidance(lambda x, t: torch.zeros_like(x), log_p1, scale=1.0)
+    with torch.no_grad():
+        g = guided(torch.zeros(4, 2), torch.full((4,), 0.3))
+    assert torch.all(g[:, 0] > 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inpainting
+
+
+def test_repaint_schedule_traverses_every_segment_repeats_times():
+    path = repaint_schedule(20, 5, 3)
+    assert path[0] == 0 and path[-1] == 20
+    assert all(abs(b - a) == 1 for a, b in zip(path[:-1], path[1:], strict=True))
+    down = [a for a, b in zip(path[:-1], path[1:], strict=True) if b == a + 1]
+    counts = torch.bincount(torch.tensor(down), minlength=20)
+    # RePaint's get_schedule_jump: the first segment (next to T) once, the others `repeats` times.
+    assert counts[:5].tolist() == [1] * 5 and counts[5:].tolist() == [3] * 15
+    assert repaint_schedule(7, 3, 1) == list(range(8))
+
+
+@pytest.mark.parametrize("method", INPAINT_METHODS)
+def test_inpaint_keeps_known_exactly_and_counts_nfe(method):
+    sde, data = SDES["vp"], eight_d()
+    known = data.sample(6, torch.Generator().manual_seed(0))
+    mask = torch.tensor([True, False] * 4)
+    options = {"smc": {"particles": 3}, "repaint": {"jump_length": 2, "repeats": 2}}
+    res = inpaint(
+        sde,
+        sd.exact_score(sde, data),
+        known,
+        mask,
+        method,
+        steps=8,
+        generator=torch.Generator().manual_seed(1),
+        **options.get(method, {}),
+    )
+    assert res.samples.shape == known.shape and res.samples.dtype == F64
+    assert torch.equal(res.samples[:, mask], known[:, mask])
+    assert torch.isfinite(res.samples).all()
+    path = repaint_schedule(8, 2, 2)
+    expected_nfe = {
+        "replacement": 2 * 8,  # one Langevin corrector + one predictor step per interval
+        "repaint": sum(b == a + 1 for a, b in zip(path[:-1], path[1:], strict=True)),  # 14
+        "smc": 8,  # one score call (and one VJP) per grid time T .. t_{N-1}
+    }[method]
+    assert res.nfe == expected_nfe
+    if method == "smc":
+        assert res.weights.shape == (6, 3) and res.particles.shape == (6, 3, 8)
+        assert_close(res.weights.sum(1), torch.ones(6, dtype=F64))
+        assert torch.all((res.final_ess >= 1 - 1e-9) & (res.final_ess <= 3 + 1e-9))
+        assert res.ess.shape == (8, 6) and res.resampled.shape == (8, 6)
+
+
+def test_inpaint_denoise_costs_one_evaluation_and_keeps_known():
+    sde, data = SDES["vp"], eight_d()
+    known = data.sample(4, torch.Generator().manual_seed(0))
+    mask = torch.tensor([True] * 4 + [False] * 4)
+    score = sd.exact_score(sde, data)
+    res = inpaint(sde, score, known, mask, steps=5, corrector="none", denoise=True)
+    assert res.nfe == 6 and torch.equal(res.samples[:, :4], known[:, :4])
+
+
+def test_inpaint_is_seeded_and_works_in_float32_under_no_grad():
+    sde, data = SDES["vp"], eight_d()
+    known = data.sample(4, torch.Generator().manual_seed(0)).float()
+    mask = torch.tensor([True] * 4 + [False] * 4)
+    score = sd.exact_score(sde, data.to(dtype=torch.float32))
+    known[:, 4:] = float("nan")  # unknown entries are never read (missing data)
+    for method in INPAINT_METHODS:
+        with torch.no_grad():
+            a, b = (
+                inpaint(
+                    sde, score, known, mask, method, 6, generator=torch.Generator().manual_seed(3)
+                )
+                for _ in range(2)
+            )
+        assert a.samples.dtype == torch.float32 and torch.equal(a.samples, b.samples)
+        assert torch.isfinite(a.samples).all() and torch.equal(a.samples[:, :4], known[:, :4])
+
+
+def test_smc_with_one_particle_has_unit_weights():
+    sde, data = SDES["vp"], eight_d()
+    known = data.sample(3, torch.Generator().manual_seed(0))
+    res = inpaint(
+        sde,
+        sd.exact_score(sde, data),
+        known,
+        torch.tensor([True] * 4 + [False] * 4),
+        "smc",
+        5,
+        particles=1,
+    )
+    assert torch.equal(res.weights, torch.ones(3, 1, dtype=F64))
+
+
+def bimodal() -> sd.GaussianMixture:
+    """2-D: blobs at (-1, -2) (weight 0.8) and (1, 2) (weight 0.2), stds (1, 0.6). Given x_1 = 0
+    both are equally likely, so p(x_2 > 0 | x_1 = 0) = 0.2 up to the blobs' tails (3e-4). x_1 = 0
+    is one std from both centres, where N(0; +-1, s^2) is stationary in s: the evidence does not
+    feel, to first order, the slight under-dispersion of a 100-step sampler."""
+    return gm([[-1.0, -2.0], [1.0, 2.0]], [[1.0, 0.6], [1.0, 0.6]], weights=[0.8, 0.2])
+
+
+def test_smc_samples_the_exact_conditional_and_estimates_the_evidence():
+    # Twisted SMC is asymptotically exact: with 32 particles and the exact score the fraction of
+    # samples in the minor mode and the mean of the evidence estimate must match the closed form
+    # within their standard errors (plus the O(1/K) bias of SMC, which is small here).
+    sde, data, n = SDES["vp"], bimodal(), 600
+    known = torch.zeros(n, 2, dtype=F64)
+    mask = torch.tensor([True, False])
+    cond = data.condition(known[:1], mask)
+    exact_draws = data.condition(known, mask).sample(torch.Generator().manual_seed(9))
+    p_exact = float((exact_draws[:, 1] > 0).double().mean())
+    p_minor = float(cond.log_weights[0, 1].exp())  # 0.2: equal likelihoods, prior weights
+    assert abs(p_minor - 0.2) < 1e-12
+    res = inpaint(
+        sde,
+        sd.exact_score(sde, data),
+        known,
+        mask,
+        "smc",
+        steps=100,
+        particles=32,
+        generator=torch.Generator().manual_seed(0),
+    )
+    frac = float((res.samples[:, 1] > 0).double().mean())
+    se = math.sqrt(p_minor * (1 - p_minor) / n)
+    assert abs(frac - p_minor) < 4 * se, (frac, p_minor, p_exact)
+    # Evidence: E[Z_hat] = p(x_known); the estimates' mean against the exact value.
+    z = res.log_evidence.exp()
+    z_exact = float(cond.log_evidence.exp())
+    assert abs(float(z.mean()) - z_exact) < 4 * float(z.std()) / math.sqrt(n) + 0.02 * z_exact
+
+
+def test_replacement_is_biased_even_with_the_exact_score():
+    # The teaching point of docs/guidance.md: replacing the known coordinates by a forward-diffused
+    # copy does not sample p(x_missing | x_known). Here it puts ~35-40 % of the samples in the
+    # mode that has 20 % of the conditional mass, far outside the binomial error (1.6 %).
+    sde, data, n = SDES["vp"], bimodal(), 600
+    known, mask = torch.zeros(n, 2, dtype=F64), torch.tensor([True, False])
+    res = inpaint(
+        sde,
+        sd.exact_score(sde, data),
+        known,
+        mask,
+        "replacement",
+        steps=100,
+        generator=torch.Generator().manual_seed(0),
+    )
+    frac = float((res.samples[:, 1] > 0).double().mean())
+    assert frac - 0.2 > 6 * math.sqrt(0.2 * 0.8 / n)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: clear errors
+
+
+def test_labels_out_of_range_are_rejected():
+    sde, data = SDES["vp"], three_classes()
+    for bad in (3, -1, torch.tensor([0, 3]), 1.0):
+        with pytest.raises(ValueError, match=r"\[0, 3\)|integer"):
+            exact_class_score(sde, data, bad)
+        with pytest.raises(ValueError, match=r"\[0, 3\)|integer"):
+            exact_classifier(sde, data, bad)
+    net = ResidualMLP(2, hidden=8, depth=1, num_classes=3)
+    model = sd_model(net)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        cfg_score_fn(model, 3, scale=2.0)  # 3 is the null label, not a class
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        cfg_score_fn(model, torch.tensor([0, 5]), scale=2.0)
+    clf = NoisyClassifier(2, 3, hidden=8, depth=1)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        classifier_log_prob(clf, 7)
+
+
+def test_guidance_on_an_unconditional_model_is_rejected():
+    model = sd_model(ResidualMLP(2, hidden=8, depth=1))
+    with pytest.raises(ValueError, match="class-conditional model"):
+        cfg_score_fn(model, 0, scale=2.0)
+
+
+def test_bad_inpainting_arguments_are_rejected():
+    sde, data = SDES["vp"], eight_d()
+    score = sd.exact_score(sde, data)
+    known = torch.zeros(4, 8, dtype=F64)
+    mask = torch.ones(8, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"valid methods are \('replacement', 'repaint', 'smc'\)"):
+        inpaint(sde, score, known, mask, "dps", steps=5)
+    with pytest.raises(ValueError, match="mask has shape"):
+        inpaint(sde, score, known, torch.ones(4, 7, dtype=torch.bool), steps=5)
+    with pytest.raises(ValueError, match="mask has shape"):
+        inpaint(sde, score, known, torch.ones(8, 1, dtype=torch.bool), steps=5)
+    with pytest.raises(ValueError, match="bool"):
+        inpaint(sde, score, known, torch.ones(8), steps=5)
+    with pytest.raises(ValueError, match="unknown option"):
+        inpaint(sde, score, known, mask, "replacement", steps=5, particles=4)
+    with pytest.raises(ValueError, match="steps"):
+        inpaint(sde, score, known, mask, "replacement")
+    with pytest.raises(ValueError, match="scale"):
+        classifier_free_guidance(score, score, scale=float("nan"))
+    with pytest.raises(ValueError, match="interval"):
+        classifier_free_guidance(score, score, scale=2.0, interval=(0.5, 0.1))
+
+
+def test_mask_from_spec_halves():
+    top = mask_from_spec("top", (1, 8, 8))
+    assert top.shape == (1, 8, 8) and top[0, :4].all() and not top[0, 4:].any()
+    left = mask_from_spec("left", (1, 8, 8))
+    assert left[0, :, :4].all() and not left[0, :, 4:].any()
+    with pytest.raises(ValueError, match="top"):
+        mask_from_spec("middle", (1, 8, 8))
