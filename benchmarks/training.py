@@ -29,43 +29,11 @@ from scoresde.plots import save_samples
 from scoresde.sampling import sample
 from scoresde.training import load_model
 
+MLP_2D = "--batch-size 512 --lr 2e-3 --width 128 --depth 3".split()
 PRESETS = {
-    "checkerboard": [
-        "--steps",
-        "8000",
-        "--batch-size",
-        "512",
-        "--lr",
-        "2e-3",
-        "--width",
-        "128",
-        "--depth",
-        "3",
-    ],
-    "swiss_roll": [
-        "--steps",
-        "8000",
-        "--batch-size",
-        "512",
-        "--lr",
-        "2e-3",
-        "--width",
-        "128",
-        "--depth",
-        "3",
-    ],
-    "digits": [
-        "--steps",
-        "3000",
-        "--batch-size",
-        "128",
-        "--lr",
-        "1e-3",
-        "--width",
-        "32",
-        "--warmup",
-        "200",
-    ],
+    "checkerboard": ["--steps", "15000", *MLP_2D],
+    "swiss_roll": ["--steps", "8000", *MLP_2D],
+    "digits": "--steps 4000 --batch-size 128 --lr 1e-3 --width 16 --warmup 200".split(),
 }
 
 

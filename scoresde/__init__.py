@@ -1,5 +1,6 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
+from .compare import PROBLEMS, compare
 from .guidance import (
     INPAINT_METHODS,
     InpaintResult,
@@ -78,4 +79,6 @@ __all__ = [
     "inpaint",
     "InpaintResult",
     "INPAINT_METHODS",
+    "compare",
+    "PROBLEMS",
 ]

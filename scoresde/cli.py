@@ -1,4 +1,4 @@
-"""The ``scoresde`` command: ``train``, ``sample``, ``likelihood``."""
+"""The ``scoresde`` command: ``train``, ``sample``, ``likelihood``, ``compare``, ``demo``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .compare import add_compare_parser, add_demo_parser
 
 SDE_NAMES = ("vp", "subvp", "ve")
 
@@ -338,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--seed", type=int, default=0)
     li.add_argument("--device", default="cpu")
     li.set_defaults(func=cmd_likelihood)
+
+    add_compare_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 

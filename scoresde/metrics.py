@@ -7,7 +7,7 @@ from torch import Tensor
 
 
 def _flat(x: Tensor) -> Tensor:
-    return x.reshape(x.shape[0], -1).float()
+    return x.reshape(x.shape[0], -1)
 
 
 def median_distance(x: Tensor, n: int = 1000) -> float:
@@ -23,7 +23,7 @@ def kernel_sum(a: Tensor, b: Tensor, bandwidth: float, levels: int, block: int =
     Halving the bandwidth raises the kernel to the 4th power, so one exp per pair serves every
     level. Row blocks in float32 (|a|^2 + |b|^2 - 2 a.b via addmm), sums in float64.
     """
-    a, b = _flat(a), _flat(b)
+    a, b = _flat(a).float(), _flat(b).float()
     bb = (b * b).sum(1)
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     for i in range(0, a.shape[0], block):

@@ -51,3 +51,196 @@ def save_samples(x: Tensor, path: str | Path, title: str = "", limit: float | No
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------------------------
+# sampler comparison (``scoresde.compare``)
+
+_METRIC_LABELS = {
+    "mmd2": "MMD$^2$ to exact samples",
+    "frechet": "Fréchet distance to exact samples",
+    "sliced_w2": "sliced $W_2$ to exact samples",
+    "energy": "energy distance to exact samples",
+    "ref_rms": "RMS distance to the reference PF-ODE solution",
+}
+
+
+def _series(table, x_key: str, metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    """solver label -> (x, y) of its successful runs, sorted by x."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for r in table.rows:
+        x, y = r.get(x_key), r.get(metric)
+        if r.get("error") or x is None or y is None or not math.isfinite(y):
+            continue
+        out.setdefault(r["solver"], ([], []))
+        out[r["solver"]][0].append(float(x))
+        out[r["solver"]][1].append(float(y))
+    for k, (xs, ys) in out.items():
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        out[k] = ([xs[i] for i in order], [ys[i] for i in order])
+    return out
+
+
+def _error_axes(ax, table, series, metric: str, xlabel: str) -> None:
+    """Log-log lines per solver; values <= 0 (the unbiased MMD^2 can be negative) are drawn at
+    the lower edge as open markers; the noise floor mean + 2 std is a grey band."""
+    floor = table.noise_floor.get(metric) if metric in table.noise_floor else None
+    positive = [y for _, ys in series.values() for y in ys if y > 0]
+    if floor is not None and floor[0] + 2 * floor[1] > 0:
+        positive.append(floor[0] + 2 * floor[1])
+    if not positive:
+        raise ValueError(f"no positive values of {metric!r} to plot")
+    lo = min(positive) / 3
+    if floor is not None and floor[0] + 2 * floor[1] > 0:  # far below the floor is only noise
+        lo = max(lo, (floor[0] + 2 * floor[1]) / 30)
+    markers = "osD^v<>ph*"
+    for k, (label, (xs, ys)) in enumerate(series.items()):
+        mk = markers[k % len(markers)]
+        line = ax.plot(xs, [max(y, lo) for y in ys], marker=mk, ms=5, lw=1.5, label=label)[0]
+        neg = [(x, lo) for x, y in zip(xs, ys, strict=True) if y <= lo]
+        if neg:
+            ax.plot(
+                *zip(*neg, strict=True), ls="", marker=mk, ms=7, mfc="white", c=line.get_color()
+            )
+    if floor is not None:
+        top = floor[0] + 2 * floor[1]
+        ax.axhspan(
+            lo,
+            max(top, lo),
+            color="0.8",
+            alpha=0.6,
+            zorder=0,
+            label=f"noise floor (exact vs exact, mean + 2 sd = {top:.2g})",
+        )
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=lo)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
+    if any(y <= lo for _, ys in series.values() for y in ys):
+        ax.text(
+            0.01,
+            0.01,
+            "open markers: value below the axis (MMD$^2$ can be ≤ 0)",
+            transform=ax.transAxes,
+            fontsize=7,
+            color="0.3",
+        )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
+def _title(table, what: str) -> str:
+    m = table.meta
+    return f"{what}: {m['problem']}, {m['sde']} SDE, n = {m['n']}"
+
+
+def plot_error_vs_nfe(table, path: str | Path, metric: str = "mmd2") -> Path:
+    """Error vs number of score evaluations, log-log, one line per solver, noise floor shaded.
+
+    ``metric`` is one of the table's metrics or ``"ref_rms"`` (deterministic solvers only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    _error_axes(ax, table, _series(table, "nfe", metric), metric, "NFE (score evaluations)")
+    ax.set_title(_title(table, "error vs NFE"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_time_vs_error(table, path: str | Path, metric: str = "mmd2") -> Path:
+    """Error vs wall-clock time per run, log-log, one line per solver, noise floor shaded."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    _error_axes(ax, table, _series(table, "seconds", metric), metric, "wall time per run [s]")
+    ax.set_title(_title(table, "error vs wall time"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_samples_grid(
+    samples_by_solver: dict[str, Tensor],
+    path: str | Path,
+    reference: Tensor | None = None,
+    ncol: int | None = None,
+    limit: float | None = None,
+    max_points: int = 2000,
+) -> Path:
+    """One panel per solver: a scatter for (N, d) points (first two coordinates; ``reference``
+    drawn faintly behind and as its own first panel), an image grid for (N, C, H, W) images."""
+    panels = dict(samples_by_solver)
+    if reference is not None:
+        panels = {"exact": reference, **panels}
+    if not panels:
+        raise ValueError("plot_samples_grid needs at least one set of samples")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ncol = ncol or min(4, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 3 * nrow), squeeze=False)
+    first = next(iter(panels.values()))
+    if first.dim() == 2 and limit is None:
+        base = reference if reference is not None else first
+        limit = float(base[:, :2].detach().cpu().float().abs().quantile(0.995)) * 1.15
+    for ax, (name, x) in zip(axes.flat, panels.items(), strict=False):
+        if x.dim() == 4:
+            g = image_grid(x[:64])
+            ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray")
+            ax.axis("off")
+        elif x.dim() == 2 and x.shape[1] >= 2:
+            if reference is not None and name != "exact":
+                r = reference[:max_points].detach().cpu().float()
+                ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", alpha=0.5)
+            pts = x[:max_points].detach().cpu().float()
+            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, c="C3" if name == "exact" else "C0")
+            ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal")
+            ax.tick_params(labelsize=7)
+        else:
+            raise ValueError(f"cannot plot samples of shape {tuple(x.shape)} for {name!r}")
+        ax.set_title(name, fontsize=9)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_trajectories(
+    traj: Tensor, times: Tensor, path: str | Path, n_paths: int = 8, title: str = ""
+) -> Path:
+    """Reverse-time trajectories of a few 2-D samples: each coordinate against t (t runs from T
+    on the left to eps on the right) and the paths in the plane (dot = x_T, square = end)."""
+    if traj.dim() != 3 or traj.shape[-1] != 2 or traj.shape[0] != len(times):
+        raise ValueError(
+            f"traj must be (len(times), N, 2), got {tuple(traj.shape)} with {len(times)} times"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tr = traj[:, :n_paths].detach().cpu().float()
+    ts = torch.as_tensor(times).detach().cpu().double()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    for j in range(tr.shape[1]):
+        c = f"C{j % 10}"
+        axes[0].plot(ts, tr[:, j, 0], c=c, lw=1)
+        axes[1].plot(ts, tr[:, j, 1], c=c, lw=1)
+        axes[2].plot(tr[:, j, 0], tr[:, j, 1], c=c, lw=1)
+        axes[2].plot(tr[0, j, 0], tr[0, j, 1], "o", c=c, ms=4)
+        axes[2].plot(tr[-1, j, 0], tr[-1, j, 1], "s", c=c, ms=5)
+    for k, ax in enumerate(axes[:2]):
+        ax.set(xlabel="t (reverse time: T → eps)", ylabel=f"$x_{k + 1}(t)$")
+        ax.set_xlim(float(ts[0]), float(ts[-1]))
+        ax.grid(alpha=0.3)
+    axes[2].set(xlabel="$x_1$", ylabel="$x_2$", aspect="equal", title="paths (● $x_T$, ■ end)")
+    axes[2].grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,639 @@
+"""Compare samplers numerically: a solver x steps grid on an exact-score problem.
+
+``compare`` runs every (solver, step count) pair from one shared x_T and one noise seed (common
+random numbers), measures NFE (counted by ``sample``) and wall time, scores the samples against
+exact samples of p_eps with the metrics of ``scoresde.metrics``, reports the two-sample noise floor
+of each metric, and for deterministic solvers the RMS distance to a tight-tolerance solution of
+the same probability-flow ODE from the same x_T. ``add_compare_parser`` / ``add_demo_parser``
+register the ``scoresde compare`` and ``scoresde demo`` commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import metrics as M
+from .oracle import GaussianMixture, exact_score
+from .sampling import SOLVERS, make_solver, sample
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
+
+F64 = torch.float64
+
+
+# ----------------------------------------------------------------------------------------------
+# problems
+
+
+def ring() -> GaussianMixture:
+    """8 equal-weight Gaussians on a circle of radius 2, std 0.2 (the classic 2-D toy)."""
+    angle = 2 * math.pi * torch.arange(8, dtype=F64) / 8
+    return GaussianMixture(2.0 * torch.stack([angle.cos(), angle.sin()], 1), 0.2)
+
+
+def grid() -> GaussianMixture:
+    """25 equal-weight Gaussians on the 5 x 5 grid {-2, -1, 0, 1, 2}^2 (spacing 1), std 0.15."""
+    u = torch.arange(-2, 3, dtype=F64)
+    means = torch.cartesian_prod(u, u)
+    return GaussianMixture(means, 0.15)
+
+
+def gmm64(seed: int = 0) -> GaussianMixture:
+    """A seeded random 64-D mixture: 8 components, means N(0, I) (pairwise distance ~ 11),
+    per-coordinate stds U(0.1, 0.5), weights U(0.2, 1) normalised (as ``benchmarks/problems``)."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(8, 64, generator=g, dtype=F64)
+    stds = 0.1 + 0.4 * torch.rand(8, 64, generator=g, dtype=F64)
+    weights = 0.2 + 0.8 * torch.rand(8, generator=g, dtype=F64)
+    return GaussianMixture(means, stds, weights=weights)
+
+
+#: Exact-score presets: name -> function returning the data distribution (a GaussianMixture).
+PROBLEMS: dict[str, Callable[[], GaussianMixture]] = {"ring": ring, "grid": grid, "gmm64": gmm64}
+#: SDE names accepted by ``compare(sde=...)``: Song et al.'s defaults (beta in [0.1, 20],
+#: sigma in [0.01, 50]).
+SDES: dict[str, Callable[[], SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+#: Metric names accepted by ``compare(metrics=...)``; each is computed against exact samples.
+METRICS: tuple[str, ...] = ("mmd2", "frechet", "sliced_w2", "energy")
+#: Tolerances (rtol = atol) at which adaptive solvers (ode_rk45, scipy, torchsde adaptive=True)
+#: are run when their options give none: they take tolerances, not step counts.
+DEFAULT_RTOLS: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
+#: Independent exact pairs behind each noise floor (design.md: the spread over several draws).
+FLOOR_PAIRS = 5
+
+
+def _problem(problem: str | GaussianMixture) -> tuple[str, GaussianMixture]:
+    if isinstance(problem, GaussianMixture):
+        return "custom", problem
+    if problem not in PROBLEMS:
+        raise ValueError(f"unknown problem {problem!r}; valid problems are {tuple(PROBLEMS)}")
+    return problem, PROBLEMS[problem]()
+
+
+def _sde(sde: str | SDE) -> tuple[str, SDE]:
+    if isinstance(sde, SDE):
+        return type(sde).__name__, sde
+    if sde not in SDES:
+        raise ValueError(f"unknown sde {sde!r}; valid SDEs are {tuple(SDES)}")
+    return sde, SDES[sde]()
+
+
+# ----------------------------------------------------------------------------------------------
+# solver specifications
+
+
+def _parse_value(v: str) -> Any:
+    """'3' -> 3, '1e-3' -> 0.001, 'true' -> True, 'none' -> None, anything else a string."""
+    low = v.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v.strip()
+
+
+def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str, Any]]:
+    """``"name"``, ``("name", {options})`` or ``"name:key=val,key=val"`` -> (name, options)."""
+    if isinstance(spec, str):
+        name, _, rest = spec.partition(":")
+        options = {}
+        for item in filter(None, (s.strip() for s in rest.split(","))):
+            key, eq, val = item.partition("=")
+            if not eq:
+                raise ValueError(f"solver option {item!r} in {spec!r} is not key=value")
+            options[key.strip()] = _parse_value(val)
+        name = name.strip()
+    else:
+        name, options = spec
+        options = dict(options)
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; valid solvers are {SOLVERS}")
+    return name, options
+
+
+def split_solvers(text: str) -> list[str]:
+    """Split the command line's ``a,b:k=v,k2=v2,c`` into specs: a comma-separated item holding
+    '=' but no ':' is another option of the preceding solver."""
+    out: list[str] = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" in item and ":" not in item and out:
+            out[-1] += ("," if ":" in out[-1] else ":") + item
+        else:
+            out.append(item)
+    return out
+
+
+def solver_label(name: str, options: dict[str, Any]) -> str:
+    """'dpm_solver(order=3)': the name plus options, tolerances left to their own column."""
+    shown = {k: v for k, v in options.items() if k not in ("rtol", "atol")}
+    if not shown:
+        return name
+    return name + "(" + ",".join(f"{k}={v}" for k, v in shown.items()) + ")"
+
+
+def _is_adaptive(name: str, options: dict[str, Any]) -> bool:
+    if name in ("ode_rk45", "scipy"):
+        return True
+    return name == "torchsde" and bool(options.get("adaptive", False))
+
+
+def _is_deterministic(name: str, options: dict[str, Any]) -> bool | None:
+    """Whether the solver integrates the PF-ODE (None when its options are invalid)."""
+    try:
+        return not make_solver(name, **options).stochastic
+    except (ValueError, TypeError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# the table
+
+
+class ComparisonTable:
+    """The result of ``compare``: ``rows`` (one dict per run), the noise floor and the set-up.
+
+    Each row: solver (label), name, options, steps (None for adaptive runs), rtol (adaptive runs),
+    nfe (counted), seconds (wall), deterministic, one value per metric, ref_rms (deterministic
+    solvers: RMS per coordinate to the reference PF-ODE solution), error (why it did not run).
+    ``noise_floor[metric] = (mean, std)`` of the metric between independent exact sets.
+    ``samples[(label, steps or rtol)]`` holds the samples and ``target`` the exact set (neither
+    is saved to CSV/JSON).
+    """
+
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        noise_floor: dict[str, tuple[float, float]],
+        metrics: Sequence[str],
+        meta: dict[str, Any],
+        samples: dict[tuple, Tensor] | None = None,
+        target: Tensor | None = None,
+    ):
+        self.rows = rows
+        self.noise_floor = noise_floor
+        self.metrics = tuple(metrics)
+        self.meta = meta
+        self.samples = samples or {}
+        self.target = target
+
+    @property
+    def solvers(self) -> list[str]:
+        """Solver labels in first-seen order."""
+        return list(dict.fromkeys(r["solver"] for r in self.rows))
+
+    def at_floor(self, row: dict[str, Any], metric: str, k: float = 3.0) -> bool:
+        """Whether the row's metric is within k noise-floor stds of the floor's mean."""
+        v = row.get(metric)
+        mean, std = self.noise_floor[metric]
+        return v is not None and math.isfinite(v) and v <= mean + k * std
+
+    def columns(self) -> list[str]:
+        return ["solver", "steps", "rtol", "nfe", "seconds", *self.metrics, "ref_rms", "error"]
+
+    def to_markdown(self) -> str:
+        head = ["solver", "steps", "rtol", "NFE", "time [s]", *self.metrics, "ref RMS", "error"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for r in self.rows:
+            cells = [
+                r["solver"],
+                _fmt(r["steps"]),
+                _fmt(r["rtol"]),
+                _fmt(r["nfe"]),
+                _fmt(r["seconds"], 2),
+                *(_fmt(r[m]) + ("*" if self.at_floor(r, m) else "") for m in self.metrics),
+                _fmt(r["ref_rms"]),
+                (r["error"] or "").replace("|", "/")[:80],
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+        floor = ", ".join(
+            f"{m} {_fmt(mu)} ± {_fmt(sd)}" for m, (mu, sd) in self.noise_floor.items()
+        )
+        me = self.meta
+        lines += [
+            "",
+            f"problem {me['problem']}, sde {me['sde']}, n = {me['n']}, seed {me['seed']}, "
+            f"eps = {_fmt(me['eps'])}; reference: ode_rk45 rtol = atol = "
+            f"{_fmt(me['reference_tol'])} in float64 ({me['reference_nfe']} NFE).",
+            f"Noise floor (mean ± std over {me['floor_pairs']} exact pairs): {floor}. "
+            "* = within 3 std of the floor.",
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def _flat_rows(self) -> list[dict[str, Any]]:
+        return [
+            {**{c: r[c] for c in self.columns()}, "options": json.dumps(r["options"])}
+            for r in self.rows
+        ]
+
+    def save_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=[*self.columns(), "options"])
+            w.writeheader()
+            for r in self._flat_rows():
+                w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{k: v for k, v in r.items()} for r in self.rows]
+        floor = {m: {"mean": mu, "std": sd} for m, (mu, sd) in self.noise_floor.items()}
+        return {"meta": self.meta, "noise_floor": floor, "rows": _json_safe(rows)}
+
+    def save_json(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+
+def _json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool | int):
+        return str(v)
+    if not math.isfinite(v):
+        return "nan"
+    return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.{digits - 1}e}"
+
+
+# ----------------------------------------------------------------------------------------------
+# compare
+
+
+def _metric_fns(
+    names: Sequence[str], target: Tensor, seed: int
+) -> dict[str, Callable[[Tensor, Tensor], float]]:
+    """metric(x, y) functions; MMD's kernel scale and the sliced projections are fixed once, so
+    every solver (and the noise floor) is scored by the same statistic."""
+    bad = [m for m in names if m not in METRICS]
+    if bad:
+        raise ValueError(f"unknown metric(s) {bad}; valid metrics are {METRICS}")
+    bandwidth = 2 * M.median_distance(target)
+    fns: dict[str, Callable[[Tensor, Tensor], float]] = {}
+    for m in names:
+        if m == "mmd2":
+            fns[m] = lambda x, y: M.mmd2(x, y, bandwidth=bandwidth)
+        elif m == "frechet":
+            fns[m] = M.frechet_distance
+        elif m == "sliced_w2":
+            fns[m] = lambda x, y: M.sliced_wasserstein(
+                x, y, generator=torch.Generator().manual_seed(seed + 3)
+            )
+        else:
+            fns[m] = M.energy_distance
+    return fns
+
+
+def compare(
+    problem: str | GaussianMixture = "ring",
+    sde: str | SDE = "vp",
+    solvers: Sequence = ("ode_heun", "dpm_solver", "pc"),
+    steps: Sequence[int] = (5, 10, 20, 50),
+    n: int = 4000,
+    seed: int = 0,
+    reference_tol: float = 1e-7,
+    metrics: Sequence[str] = ("mmd2", "frechet"),
+    rtols: Sequence[float] = DEFAULT_RTOLS,
+    eps: float | None = None,
+    n_ref: int | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    keep_samples: bool = True,
+) -> ComparisonTable:
+    """Run every solver at every step count on one exact-score problem and tabulate the errors.
+
+    Parameters
+    ----------
+    problem : a name in ``PROBLEMS`` or a ``GaussianMixture``.
+    sde : a name in ``SDES`` or an ``SDE``.
+    solvers : each a name, ``(name, {options})`` or ``"name:key=val,key=val"``.
+    steps : step counts for fixed-step solvers. Adaptive solvers (``ode_rk45``, ``scipy``,
+        ``torchsde`` with ``adaptive=True``) take tolerances instead: they run once at their own
+        ``rtol`` if the options give one, else once per value of ``rtols`` (rtol = atol).
+    n : samples per run. seed : x_T, the noise, the exact sets and the projections derive from it.
+    reference_tol : rtol = atol of the float64 ``ode_rk45`` reference for ``ref_rms``.
+    metrics : names in ``METRICS``, each computed against n exact samples of p_eps.
+    eps : final time (default ``sde.sampling_eps``); the exact target is p_eps, not p_0.
+    n_ref : how many of the n samples get a reference solution (default all).
+
+    Common random numbers: every run starts from the same x_T (float64 draw cast to ``dtype``)
+    and gets a fresh generator seeded identically, so deterministic rows are reproducible and
+    stochastic rows differ only by the solver. A run that fails (an impossible step count, an
+    invalid option, non-finite values) is a row with its ``error``; the grid goes on.
+    """
+    problem_name, data = _problem(problem)
+    sde_name, sde_obj = _sde(sde)
+    specs = [parse_solver(s) for s in solvers]
+    steps = list(steps)
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    eps = sde_obj.sampling_eps if eps is None else float(eps)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    score_fn = exact_score(sde_obj, data.to(device=device))
+    d = data.dim
+
+    def exact_set(k: int) -> Tensor:  # n exact samples of p_eps, float64
+        g = torch.Generator().manual_seed(seed + 1000 + k)
+        x0 = data.sample(n, generator=g)
+        alpha, sigma = sde_obj.marginal(torch.tensor(eps, dtype=F64))
+        return (alpha * x0 + sigma * torch.randn(x0.shape, generator=g, dtype=F64)).to(device)
+
+    target = exact_set(0).to(dtype)
+    fns = _metric_fns(metrics, target, seed)
+    floor = {}
+    for m, fn in fns.items():  # the same 2 * FLOOR_PAIRS fresh exact sets for every metric
+        draws = iter(range(1, 2 * FLOOR_PAIRS + 1))
+        floor[m] = M.noise_floor(lambda it=draws: exact_set(next(it)).to(dtype), fn, FLOOR_PAIRS)
+
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(seed + 1), dtype=F64)
+    x_T64 = (z * sde_obj.prior_std).to(device)
+    x_T = x_T64.to(dtype)
+    n_ref = n if n_ref is None else min(int(n_ref), n)
+    t_ref = time.perf_counter()
+    ref_res = sample(
+        sde_obj,
+        score_fn,
+        (n_ref, d),
+        solver="ode_rk45",
+        rtol=reference_tol,
+        atol=reference_tol,
+        eps=eps,
+        x_T=x_T64[:n_ref],
+    )
+    ref_seconds = time.perf_counter() - t_ref
+    ref, ref_nfe = ref_res.samples, ref_res.nfe
+
+    rows, kept = [], {}
+    for name, options in specs:
+        label = solver_label(name, options)
+        if _is_adaptive(name, options):
+            runs = [(None, options)] if "rtol" in options else []
+            runs += [(None, {**options, "rtol": r, "atol": r}) for r in rtols if not runs]
+        else:
+            runs = [(s, options) for s in steps]
+        for s, opts in runs:
+            row, x = _run_one(sde_obj, score_fn, name, opts, s, eps, x_T, seed, fns, target, ref)
+            rows.append({"solver": label, "name": name, "options": opts, **row})
+            if keep_samples and x is not None:
+                kept[(label, s if s is not None else opts["rtol"])] = x
+    meta = {
+        "problem": problem_name,
+        "sde": sde_name,
+        "n": n,
+        "dim": d,
+        "seed": seed,
+        "eps": eps,
+        "dtype": str(dtype).replace("torch.", ""),
+        "reference_tol": reference_tol,
+        "reference_nfe": ref_nfe,
+        "reference_seconds": ref_seconds,
+        "n_ref": n_ref,
+        "floor_pairs": FLOOR_PAIRS,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    return ComparisonTable(rows, floor, fns, meta, kept, target.detach().cpu())
+
+
+def _run_one(sde, score_fn, name, options, steps, eps, x_T, seed, fns, target, ref):
+    """(row, samples or None) of one run; failures become the row's ``error``."""
+    row: dict[str, Any] = {
+        "steps": steps,
+        "rtol": options.get("rtol") if _is_adaptive(name, options) else None,
+        "nfe": None,
+        "seconds": None,
+        "deterministic": _is_deterministic(name, options),
+        **{m: None for m in fns},
+        "ref_rms": None,
+        "error": None,
+    }
+    t0 = time.perf_counter()
+    try:
+        res = sample(
+            sde,
+            score_fn,
+            tuple(x_T.shape),
+            solver=name,
+            steps=steps,
+            eps=eps,
+            x_T=x_T,
+            generator=torch.Generator(device=x_T.device).manual_seed(seed + 2),
+            **options,
+        )
+    except (ValueError, TypeError, RuntimeError, FloatingPointError) as err:
+        row["error"] = f"{type(err).__name__}: {err}"
+        return row, None
+    row["seconds"] = time.perf_counter() - t0
+    row["nfe"] = res.nfe
+    x = res.samples
+    for m, fn in fns.items():
+        row[m] = float(fn(x, target))
+    if row["deterministic"]:
+        diff = x[: ref.shape[0]].to(F64) - ref.to(F64)
+        row["ref_rms"] = float(diff.pow(2).mean().sqrt())
+    return row, x.detach().cpu()
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs and the command line
+
+
+def write_outputs(table: ComparisonTable, out: str | Path, trajectory: bool = True) -> list[Path]:
+    """table.md, table.csv, table.json and the PNG plots of ``table`` into ``out``.
+
+    Plots: error_vs_nfe_<metric>.png per metric, error_vs_nfe_ref_rms.png (deterministic
+    solvers), time_vs_error.png, samples.png (each solver's largest step count / tightest
+    tolerance, exact samples first) and, for 2-D problems, trajectories.png (ode_heun's PF-ODE
+    paths of 8 samples from the table's x_T seed).
+    """
+    from . import plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table.to_markdown() + "\n")
+    files = [
+        out / "table.md",
+        table.save_csv(out / "table.csv"),
+        table.save_json(out / "table.json"),
+    ]
+    ok = [r for r in table.rows if not r["error"]]
+    for m in table.metrics:
+        if any(r[m] is not None and r[m] > 0 for r in ok):
+            files.append(plots.plot_error_vs_nfe(table, out / f"error_vs_nfe_{m}.png", m))
+    if any(r["ref_rms"] for r in ok):
+        files.append(plots.plot_error_vs_nfe(table, out / "error_vs_nfe_ref_rms.png", "ref_rms"))
+    if ok and table.metrics:
+        files.append(plots.plot_time_vs_error(table, out / "time_vs_error.png", table.metrics[0]))
+    best: dict[str, tuple] = {}
+    for label, key in table.samples:  # largest steps (or smallest rtol) per solver
+        adaptive = isinstance(key, float)
+        rank = -key if adaptive else key
+        if label not in best or rank > best[label][0]:
+            best[label] = (rank, key)
+    if best:
+        panels = {
+            f"{label} ({'rtol ' if isinstance(k, float) else 'steps '}{k:g})": table.samples[
+                (label, k)
+            ]
+            for label, (_, k) in best.items()
+        }
+        files.append(plots.plot_samples_grid(panels, out / "samples.png", reference=table.target))
+    if trajectory and table.meta["dim"] == 2 and table.meta["problem"] in PROBLEMS:
+        sde_obj = SDES[table.meta["sde"]]() if table.meta["sde"] in SDES else None
+        if sde_obj is not None:
+            data = PROBLEMS[table.meta["problem"]]()
+            g = torch.Generator().manual_seed(table.meta["seed"] + 1)
+            x_T = torch.randn(8, 2, generator=g, dtype=F64) * sde_obj.prior_std
+            res = sample(
+                sde_obj,
+                exact_score(sde_obj, data),
+                (8, 2),
+                solver="ode_heun",
+                steps=50,
+                x_T=x_T,
+                eps=table.meta["eps"],
+                return_trajectory=True,
+            )
+            files.append(
+                plots.plot_trajectories(
+                    res.trajectory,
+                    res.times,
+                    out / "trajectories.png",
+                    title=f"PF-ODE paths (ode_heun, 50 steps), {table.meta['problem']}, "
+                    f"{table.meta['sde']} SDE",
+                )
+            )
+    return files
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(s) for s in text.split(",") if s.strip()]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    table = compare(
+        args.problem,
+        args.sde,
+        split_solvers(args.solvers),
+        _int_list(args.steps),
+        n=args.n,
+        seed=args.seed,
+        metrics=[m for m in args.metrics.split(",") if m],
+        rtols=_float_list(args.rtols),
+        reference_tol=args.reference_tol,
+    )
+    print(table)
+    files = write_outputs(table, args.out)
+    print(f"\nwrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+#: The demo's solvers: SDE, PC, ODE and exponential-integrator families (pc and annealed
+#: Langevin with the batch step-size norm, which is stable in 2-D; see benchmarks/samplers.py).
+DEMO_SOLVERS = (
+    "euler_maruyama",
+    "ancestral",
+    "pc:step_norm=batch",
+    "ode_euler",
+    "ode_heun",
+    "ddim",
+    "dpm_solver:order=2",
+    "dpm_solver:order=3",
+    "ode_rk45",
+)
+DEMO_STEPS = (5, 10, 20, 50, 100)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    if args.quick:
+        solvers, steps, n, rtols = DEMO_SOLVERS[3:6] + ("ode_rk45",), (5, 10), 500, (1e-3,)
+    else:
+        solvers, steps, n, rtols = DEMO_SOLVERS, DEMO_STEPS, args.n, (1e-2, 1e-3, 1e-4)
+    print(
+        f"scoresde demo: sampling the 8-Gaussian ring (exact score, VP SDE) with {len(solvers)} "
+        f"solvers at steps {', '.join(map(str, steps))}, n = {n} ...\n"
+    )
+    table = compare("ring", "vp", solvers, steps, n=n, seed=args.seed, rtols=rtols)
+    print(table)
+    files = write_outputs(table, args.out)
+    print(f"\nwrote {len(files)} files into {Path(args.out).resolve()}:")
+    for f in files:
+        print(f"  {f.name}")
+    print(f"demo finished in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def add_compare_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``scoresde compare`` on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "compare", help="compare solvers x step counts on an exact-score problem"
+    )
+    p.add_argument("--problem", default="ring", choices=tuple(PROBLEMS))
+    p.add_argument("--sde", default="vp", choices=tuple(SDES))
+    p.add_argument(
+        "--solvers",
+        default="ode_heun,dpm_solver,pc",
+        help="comma-separated; options as name:key=val,key=val (e.g. dpm_solver:order=3)",
+    )
+    p.add_argument("--steps", default="5,10,20,50", help="comma-separated step counts")
+    p.add_argument("--out", default="compare_results", help="output folder")
+    p.add_argument("--n", type=int, default=4000, help="samples per run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics", default="mmd2,frechet", help=f"comma-separated, of {METRICS}")
+    p.add_argument(
+        "--rtols",
+        default=",".join(f"{r:g}" for r in DEFAULT_RTOLS),
+        help="tolerances for adaptive solvers (ode_rk45, scipy), which take no step counts",
+    )
+    p.add_argument("--reference-tol", type=float, default=1e-7)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.set_defaults(func=cmd_compare)
+    return p
+
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``scoresde demo`` on an argparse subparsers object."""
+    p = subparsers.add_parser("demo", help="a one-minute tour: compare solvers on the 2-D ring")
+    p.add_argument("--out", default=".", help="folder for the table and PNGs (default: here)")
+    p.add_argument("--n", type=int, default=2000, help="samples per run")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run (for tests)")
+    p.set_defaults(func=cmd_demo)
+    return p
