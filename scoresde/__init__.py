@@ -33,6 +33,7 @@ from .sampling import (
     make_solver,
     make_time_grid,
     sample,
+    sample_sharded,
 )
 from .sde import SDE, VESDE, VPSDE, CosineSchedule, LinearSchedule, ReverseSDE, SubVPSDE
 from .solvers.torchsde import to_torchsde
@@ -53,6 +54,7 @@ __all__ = [
     "gaussian_flow_map",
     "to_torchsde",
     "sample",
+    "sample_sharded",
     "SampleResult",
     "SOLVERS",
     "TIME_GRIDS",

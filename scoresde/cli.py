@@ -48,7 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    x, labels = _load_data(args.data, args.n, args.seed)
+    x, labels = _load_data(args.data, args.n_data, args.seed)
     num_classes = int(labels.max()) + 1 if (labels is not None and args.conditional) else None
     if x.dim() == 2:
         net = ResidualMLP(x.shape[1], hidden=args.width, depth=args.depth, num_classes=num_classes)
@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--parameterization", default="eps", choices=("eps", "score", "x0", "v"))
     tr.add_argument("--width", type=int, default=128, help="MLP hidden width / U-Net channels")
     tr.add_argument("--depth", type=int, default=3, help="MLP residual blocks")
-    tr.add_argument("--n", type=int, default=100_000, help="toy data set size")
+    # not "--n": torchrun's argument parser would take it for an abbreviation of its own flags
+    tr.add_argument("--n-data", type=int, default=100_000, help="toy data set size")
     tr.add_argument("--conditional", action="store_true", help="class-conditional (labelled data)")
     tr.add_argument("--p-uncond", type=float, default=0.1, help="label dropout for CFG")
     tr.add_argument("--seed", type=int, default=0)

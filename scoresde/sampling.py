@@ -263,3 +263,39 @@ def _raise_if_nonfinite(x: Tensor | None, step: int | None, t: Tensor) -> None:
         return
     where = f"at step {step} (t = {float(t):.6g})" if step is not None else f"by t = {float(t):.6g}"
     raise NonFiniteError(f"non-finite values (NaN or inf) appeared in the samples {where}")
+
+
+def sample_sharded(
+    sde: SDE, score_fn: ScoreFn, shape: Sequence[int], seed: int = 0, **kwargs
+) -> SampleResult:
+    """``sample`` split across the ranks of an initialised torch.distributed group, then gathered.
+
+    Sample k always uses the per-sample seed ``seed + k`` (``seeds=``), so the gathered result is
+    the same as one process drawing all of ``shape`` with ``seeds=range(seed, seed + n)``, whatever
+    the world size. Every rank returns the full gathered batch; ``nfe`` is this rank's count.
+    Without torch.distributed this is ``sample(..., seeds=...)``.
+    """
+    import torch.distributed as dist
+
+    n = int(shape[0])
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    per_rank = -(-n // world)  # ceil: the last ranks may get fewer (or no) samples
+    lo, hi = min(n, rank * per_rank), min(n, (rank + 1) * per_rank)
+    if hi > lo:
+        res = sample(
+            sde, score_fn, (hi - lo, *shape[1:]), seeds=list(range(seed + lo, seed + hi)), **kwargs
+        )
+        local, nfe = res.samples, res.nfe
+    else:
+        dtype = kwargs.get("dtype") or torch.get_default_dtype()
+        local, nfe = torch.empty((0, *shape[1:]), dtype=dtype, device=kwargs.get("device")), 0
+    if world == 1:
+        return SampleResult(local, nfe, res.times)
+    padded = torch.zeros((per_rank, *shape[1:]), dtype=local.dtype, device=local.device)
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    sizes = [max(0, min(n, (r + 1) * per_rank) - min(n, r * per_rank)) for r in range(world)]
+    gathered = torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+    times = res.times if hi > lo else torch.empty(0)
+    return SampleResult(gathered, nfe, times)

@@ -190,6 +190,8 @@ class Trainer:
     def train(self, steps: int, progress: bool = True) -> list[float]:
         """Run ``steps`` optimisation steps; returns the logged (rank-averaged) losses."""
         cfg = self.config
+        if self.step == 0 and self.rank == 0 and self.out_dir is not None:
+            (self.out_dir / "loss.csv").unlink(missing_ok=True)  # a fresh run, not a resume
         logged: list[float] = []
         running = torch.zeros((), device=self.device)
         count = 0
