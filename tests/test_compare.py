@@ -40,7 +40,8 @@ def test_grid_runs_with_measured_nfe(table):
 def test_error_falls_with_steps_and_tight_solver_is_near_reference(table):
     rows = {(r["solver"], r["steps"]): r for r in table.rows}
     assert rows[("ode_heun", 20)]["ref_rms"] < rows[("ode_heun", 5)]["ref_rms"] / 4
-    assert rows[("ode_heun", 20)]["mmd2"] < rows[("ode_heun", 5)]["mmd2"]
+    # by 20 steps the samples are indistinguishable from exact ones (MMD² within the noise band)
+    assert table.at_floor(rows[("ode_heun", 20)], "mmd2")
     assert rows[("ode_rk45", None)]["ref_rms"] < 1e-3
 
 

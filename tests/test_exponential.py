@@ -146,6 +146,7 @@ def test_dpm_solver_global_order_on_full_interval(name, order, prediction):
             order=order,
             prediction=prediction,
             lower_order_final=False,
+            time_grid="logsnr",  # the order is measured on a fixed grid, not the default
         )
         assert res.nfe == n
         errors.append(float((res.samples - exact).abs().max()))
@@ -204,7 +205,15 @@ def test_ddim_eta0_is_dpm_solver_1(name, prediction):
     score = sd.exact_score(sde, DATA)
     ddim = sd.sample(sde, score, x_T.shape, "ddim", steps=20, x_T=x_T, time_grid="logsnr")
     dpm = sd.sample(
-        sde, score, x_T.shape, "dpm_solver", steps=20, x_T=x_T, order=1, prediction=prediction
+        sde,
+        score,
+        x_T.shape,
+        "dpm_solver",
+        steps=20,
+        x_T=x_T,
+        order=1,
+        prediction=prediction,
+        time_grid="logsnr",
     )
     assert_close(dpm.samples, ddim.samples, rtol=1e-12, atol=1e-12)
 
@@ -317,12 +326,17 @@ def test_last_step_to_t0_is_the_data_prediction(solver, options, steps):
     assert_close(res.samples, x0_hat, rtol=1e-12, atol=1e-12)
 
 
-def test_exponential_solvers_use_logsnr_grid_by_default():
+def test_exponential_solvers_use_their_benchmarked_default_grids():
+    # docs/samplers.md: noise-form DPM-Solver on log-SNR, data forms and SDE-DPM-Solver++ quadratic.
     sde = SDES["vp"]
     score = sd.exact_score(sde, DATA)
     expected = sd.make_time_grid(sde, 7, kind="logsnr")
-    for solver in ("dpm_solver", "dpm_solver_sde"):
-        res = sd.sample(sde, score, (4, 3), solver, steps=7, dtype=F64)
-        assert torch.equal(res.times, expected)
+    for solver, options, kind in (
+        ("dpm_solver", {}, "logsnr"),
+        ("dpm_solver", {"prediction": "data"}, "quadratic"),
+        ("dpm_solver_sde", {}, "quadratic"),
+    ):
+        res = sd.sample(sde, score, (4, 3), solver, steps=7, dtype=F64, **options)
+        assert torch.equal(res.times, sd.make_time_grid(sde, 7, kind=kind))
     lam = sde.log_snr(expected)
     assert_close(lam.diff(), torch.full((7,), float(lam[1] - lam[0]), dtype=F64), rtol=1e-9, atol=0)

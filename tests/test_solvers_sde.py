@@ -294,6 +294,7 @@ def test_pc_without_corrector_is_its_predictor(predictor):
             steps=20,
             x_T=x_T,
             generator=torch.Generator().manual_seed(19),
+            time_grid="uniform",
             **options,
         )
         for solver, options in (

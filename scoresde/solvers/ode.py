@@ -15,6 +15,8 @@ class ODEEuler(Solver):
     """Explicit Euler: x1 = x + (t1 - t0) F(x, t0). Order 1, one score call per step."""
 
     name = "ode_euler"
+    #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
+    default_time_grid = "karras"
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
         return x + (t1 - t0) * ctx.pf_drift(x, t0), state
@@ -28,6 +30,8 @@ class ODEHeun(Solver):
     """
 
     name = "ode_heun"
+    #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
+    default_time_grid = "quadratic"
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
         h = t1 - t0

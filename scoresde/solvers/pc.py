@@ -25,6 +25,8 @@ class PredictorCorrector(Solver):
 
     name = "pc"
     stochastic = True
+    #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
+    default_time_grid = "quadratic"
 
     def __init__(
         self,
@@ -60,6 +62,7 @@ class Langevin(PredictorCorrector):
     """
 
     name = "langevin"
+    default_time_grid = "uniform"  # no grid helps corrector-only sampling (benchmarks/samplers.py)
 
     def __init__(
         self,

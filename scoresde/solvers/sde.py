@@ -18,6 +18,8 @@ class EulerMaruyama(Solver):
 
     name = "euler_maruyama"
     stochastic = True
+    #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
+    default_time_grid = "karras"
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
         h = t0 - t1
@@ -56,6 +58,8 @@ class Ancestral(Solver):
 
     name = "ancestral"
     stochastic = True
+    #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
+    default_time_grid = "logsnr"
 
     def __init__(self, variance: str = "posterior"):
         self.variance = check_choice("variance", variance, ("posterior", "beta"))
