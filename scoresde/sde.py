@@ -319,7 +319,13 @@ class ReverseSDE:
 class _BetaSDE(SDE):
     """Shared parts of VP and sub-VP: a beta schedule with B(t) = int_0^t beta, log alpha = -B/2."""
 
-    def __init__(self, beta_min: float, beta_max: float, schedule: str, T: float | None):
+    def __init__(
+        self,
+        beta_min: float = 0.1,
+        beta_max: float = 20.0,
+        schedule: str = "linear",
+        T: float | None = None,
+    ):
         self.schedule = _make_schedule(schedule, beta_min, beta_max)
         super().__init__(self.schedule.T if T is None else T)
         if self.T > self.schedule.t_max:
@@ -357,15 +363,6 @@ class VPSDE(_BetaSDE):
     """
 
     ancestral_rule = "ddpm"
-
-    def __init__(
-        self,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
-        schedule: str = "linear",
-        T: float | None = None,
-    ):
-        super().__init__(beta_min, beta_max, schedule, T)
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         # sigma^2 = 1 - exp(-B) = -expm1(-B): exact for small t, where 1 - alpha^2 cancels.
@@ -405,15 +402,6 @@ class SubVPSDE(_BetaSDE):
     alpha_t = exp(-B/2) as for VP, sigma_t = 1 - alpha_t^2 (not its square root), so its variance is
     bounded by the VP one.
     """
-
-    def __init__(
-        self,
-        beta_min: float = 0.1,
-        beta_max: float = 20.0,
-        schedule: str = "linear",
-        T: float | None = None,
-    ):
-        super().__init__(beta_min, beta_max, schedule, T)
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         return torch.log(-torch.expm1(-self.schedule.integral(t)))
