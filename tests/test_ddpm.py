@@ -34,16 +34,6 @@ DATA = sd.GaussianMixture(
 SCORE = sd.exact_score(VP, DATA)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is tiny: intra-op threads only add fork/join cost (for softmax over a
-    (8, 3) tensor, ~10 ms a call when the cores are shared with other processes)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def eps_at_index(x: torch.Tensor, i: int) -> torch.Tensor:
     """Exact noise prediction at chain index i: eps = -sigma(t_i) score(x, t_i)."""
     t = TS[i]

@@ -30,15 +30,6 @@ DATA = sd.GaussianMixture(MEAN, STD)
 FLOOR = 1e-10  # errors below this are float64 round-off, not truncation error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is tiny: intra-op threads only add fork/join cost."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def fitted_slope(step_sizes, errors) -> float:
     """Least-squares slope of log2(error) against log2(step size), above the precision floor."""
     keep = [(h, e) for h, e in zip(step_sizes, errors, strict=True) if e > FLOOR]

@@ -30,7 +30,6 @@ from scoresde.nets import ResidualMLP, UNet
 from scoresde.oracle import ClassConditionalMixture, exact_class_score, exact_classifier
 
 F64 = torch.float64
-torch.set_num_threads(1)
 
 SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(0.01, 50.0)}
 

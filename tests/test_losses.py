@@ -36,15 +36,6 @@ SDES = {
 SDE_NAMES = list(SDES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two and immune to oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class SmoothNet(nn.Module):
     """A fixed nonlinear net(x, t): anything that is not already the answer will do."""
 

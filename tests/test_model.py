@@ -33,15 +33,6 @@ SDES = {
 SDE_NAMES = list(SDES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two and immune to oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _times(n: int = 64) -> torch.Tensor:
     """Per-sample times spanning [1e-3, 1], both ends included (small sigma and small alpha)."""
     g = torch.Generator().manual_seed(0)

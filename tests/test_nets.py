@@ -59,15 +59,6 @@ def _inputs(net: nn.Module, batch: int = 4, dtype=torch.float32, seed: int = 1):
 KINDS = ["mlp", "unet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two and immune to oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- shapes and dtypes ------------------------------------------------------------------------
 
 

@@ -78,19 +78,6 @@ def ring_score(name: str = "vp"):
     return sd.exact_score(SDES[name], RING)
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensors: intra-op threads only add fork/join cost (and ~10 ms per softmax call
-    when the cores are shared with other processes)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def test_variant_lists_cover_every_fixed_step_solver():
     fixed = {n for n in sd.SOLVERS if sd.make_solver(n).fixed_grid}
     assert fixed == {name for name, _ in FIXED_VARIANTS}

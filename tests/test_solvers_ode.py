@@ -24,15 +24,6 @@ ORDERS = {"ode_euler": 1, "ode_heun": 2, "ode_rk4": 4}
 SCORE_CALLS_PER_STEP = {"ode_euler": 1, "ode_heun": 2, "ode_rk4": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is tiny: intra-op threads only add fork/join cost."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def fitted_slope(step_sizes, errors) -> float:
     """Least-squares slope of log2(error) against log2(step size), above the precision floor."""
     keep = [(h, e) for h, e in zip(step_sizes, errors, strict=True) if e > FLOOR]

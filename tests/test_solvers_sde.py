@@ -41,15 +41,6 @@ MIXTURE = sd.GaussianMixture(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is small: intra-op threads only add fork/join cost."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def fitted_slope(step_sizes, errors) -> float:
     """Least-squares slope of log2(error) against log2(step size)."""
     h, e = np.log2(np.array([step_sizes, errors], dtype=float))

@@ -26,20 +26,6 @@ SDES = {
 NAMES = list(SDES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """Run this module on one intra-op thread and restore the setting afterwards.
-
-    Its per-op tensors (10k x 8 x 2) gain little from a second thread, and when another job holds
-    the cores the pool's fork/join waits are ruinous: this module took ~470 s on 2 threads beside
-    other jobs, against ~25 s of CPU time on one.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def score_of_x_and_t(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """A score that depends on both arguments, to see each one routed through the wrapper."""
     return -x * (1 + t.reshape(-1, *([1] * (x.dim() - 1))))

@@ -18,15 +18,6 @@ from scoresde.model import ScoreModel
 from scoresde.nets import ResidualMLP
 from scoresde.training import TrainConfig, Trainer, load_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 DATA = checkerboard(4096, torch.Generator().manual_seed(0))
 
 
