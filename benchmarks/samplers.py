@@ -23,7 +23,8 @@ MMD^2 clamped below at the noise floor's std for stochastic ones; the error is a
 problems and SDEs by its geometric mean.
 
 Run ``python benchmarks/samplers.py --help``. The default is the full grid (about 2 min per ring
-case and 25-40 min per gmm64 case on a shared 2-core machine); ``--quick`` is a reduced grid.
+case and 25-50 min per gmm64 case on a shared 2-core machine); ``--quick`` is a reduced grid
+(about 4 min).
 Samples are float32 (``--dtype``), references float64; one torch thread by default (``--threads``).
 ``--summarize FILE.csv`` re-prints the per-case summary tables of an earlier ``--csv``.
 """
@@ -455,7 +456,7 @@ def parse_args(argv=None):
         default=None,
         help="comma list of solver names or variant labels (default: all)",
     )
-    p.add_argument("--n", type=int, default=None, help="samples (default 4000; --quick 1000)")
+    p.add_argument("--n", type=int, default=None, help="samples (default 4000; --quick 2000)")
     p.add_argument(
         "--n-ref",
         type=int,
@@ -495,7 +496,7 @@ def parse_args(argv=None):
         int(s)
         for s in (args.steps or ",".join(map(str, QUICK_STEPS if q else FULL_STEPS))).split(",")
     ]
-    args.n = args.n or (1000 if q else 4000)
+    args.n = args.n or (2000 if q else 4000)
     args.n_ref = args.n_ref or (500 if q else 1000)
     args.floor_draws = args.floor_draws or (4 if q else 8)
     gs = args.grid_steps or ("10,20" if q else ",".join(map(str, GRID_STEPS)))

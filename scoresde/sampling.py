@@ -209,6 +209,10 @@ def sample(
         kind = time_grid or algo.default_time_grid
         ts = make_time_grid(sde, steps, eps, kind, rho, device)
     else:
+        if time_grid is not None:
+            raise ValueError(
+                f"solver {algo.name!r} chooses its own steps; time_grid does not apply"
+            )
         t_end = _check_eps(sde, eps)
         ts = torch.tensor([sde.T, t_end], dtype=torch.float64, device=device)
     algo.check(sde, steps)
