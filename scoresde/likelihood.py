@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .sde import SDE, ScoreFn, batch_coeff
+from .sde import SDE, ScoreFn, batch_coeff, randn
 from .solvers.base import CountingScore, check_choice
 from .solvers.ode import dopri5
 
@@ -177,8 +177,7 @@ def _solve_chunk(
     probes = []
     if divergence == "hutchinson":
         for _ in range(n_probes):
-            dev = generator.device if generator is not None else x.device
-            v = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+            v = randn(x.shape, generator, x.device, x.dtype)
             probes.append(v.sign() if probe == "rademacher" else v)
     fn = _divergence_fn(sde, score, event, divergence, probes)
     y0 = torch.cat([x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0], 1)], dim=1)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .model import ScoreModel
-from .sde import VPSDE, batch_coeff
+from .sde import VPSDE, batch_coeff, randn
 from .solvers.base import check_choice
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
@@ -68,9 +68,7 @@ def dsm_loss(
         t = sample_times(b, sde.T, eps, time_sampling, generator, x0.device)
     t = t.to(device=x0.device, dtype=torch.float64)
     if noise is None:
-        dev = generator.device if generator is not None else x0.device
-        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
-        noise = noise.to(x0.device)
+        noise = randn(x0.shape, generator, x0.device, x0.dtype)
     alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
     x_t = batch_coeff(alpha, x0) * x0 + batch_coeff(sigma, x0) * noise
     score = model(x_t, t.to(x0.dtype), y)
@@ -113,8 +111,7 @@ def ddpm_loss(
     times = sde.discrete_times(n_steps).to(x0.device)
     t = times[i.to(x0.device)]
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
-        noise = noise.to(x0.device)
+        noise = randn(x0.shape, generator, x0.device, x0.dtype)
     abar = torch.cat(
         [torch.ones(1, dtype=torch.float64), torch.cumprod(1 - sde.discrete_betas(n_steps), 0)]
     )

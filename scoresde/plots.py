@@ -13,6 +13,16 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write as PNG (creating the folder), close; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> Tensor:
     """(N, C, H, W) images in [-1, 1] -> one (H', W', C) grid in [0, 1] for imshow."""
     n, c, h, w = x.shape
@@ -28,8 +38,6 @@ def image_grid(x: Tensor, ncol: int | None = None, pad: int = 1) -> Tensor:
 
 def save_samples(x: Tensor, path: str | Path, title: str = "", limit: float | None = None) -> Path:
     """Save samples as a PNG: a scatter plot for (N, 2) points, an image grid for (N, C, H, W)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if x.dim() == 2 and x.shape[1] == 2:
         fig, ax = plt.subplots(figsize=(4, 4))
         pts = x.detach().cpu().float()
@@ -47,10 +55,7 @@ def save_samples(x: Tensor, path: str | Path, title: str = "", limit: float | No
         )
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,28 +144,18 @@ def plot_error_vs_nfe(table, path: str | Path, metric: str = "mmd2") -> Path:
     """Error vs number of score evaluations, log-log, one line per solver, noise floor shaded.
 
     ``metric`` is one of the table's metrics or ``"ref_rms"`` (deterministic solvers only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     _error_axes(ax, table, _series(table, "nfe", metric), metric, "NFE (score evaluations)")
     ax.set_title(_title(table, "error vs NFE"))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_time_vs_error(table, path: str | Path, metric: str = "mmd2") -> Path:
     """Error vs wall-clock time per run, log-log, one line per solver, noise floor shaded."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     _error_axes(ax, table, _series(table, "seconds", metric), metric, "wall time per run [s]")
     ax.set_title(_title(table, "error vs wall time"))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_samples_grid(
@@ -178,8 +173,6 @@ def plot_samples_grid(
         panels = {"exact": reference, **panels}
     if not panels:
         raise ValueError("plot_samples_grid needs at least one set of samples")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ncol = ncol or min(4, len(panels))
     nrow = math.ceil(len(panels) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 3 * nrow), squeeze=False)
@@ -205,10 +198,7 @@ def plot_samples_grid(
         ax.set_title(name, fontsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_trajectories(
@@ -220,8 +210,6 @@ def plot_trajectories(
         raise ValueError(
             f"traj must be (len(times), N, 2), got {tuple(traj.shape)} with {len(times)} times"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tr = traj[:, :n_paths].detach().cpu().float()
     ts = torch.as_tensor(times).detach().cpu().double()
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
@@ -240,7 +228,4 @@ def plot_trajectories(
     axes[2].grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

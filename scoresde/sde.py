@@ -48,6 +48,16 @@ def _out_dtype(*tensors) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+def randn(
+    shape, generator: torch.Generator | None = None, device=None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """Standard normal draws on ``device``, drawn on the generator's own device and moved there
+    (a CPU generator cannot draw on CUDA), so one generator gives the same numbers anywhere."""
+    dev = generator.device if generator is not None else device
+    z = torch.randn(shape, generator=generator, device=dev, dtype=dtype)
+    return z if device is None else z.to(device)
+
+
 def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
     """Reshape a 0-d or (batch,) coefficient so it broadcasts over x's event dimensions."""
     c = c.to(dtype=x.dtype, device=x.device)
@@ -239,15 +249,7 @@ class SDE:
         dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Draw from the prior N(0, prior_std^2 I)."""
-        dtype = dtype or torch.get_default_dtype()
-        if (
-            generator is not None
-            and device is not None
-            and torch.device(device) != generator.device
-        ):
-            z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
-            return self.prior_std * z.to(device)
-        return self.prior_std * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return self.prior_std * randn(shape, generator, device, dtype or torch.get_default_dtype())
 
     def prior_logp(self, z: Tensor) -> Tensor:
         """(batch,) log density of N(0, prior_std^2 I) at z."""

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..sde import SDE, ScoreFn, batch_coeff
+from ..sde import SDE, ScoreFn, batch_coeff, randn
 
 
 class NonFiniteError(FloatingPointError):
@@ -75,9 +75,7 @@ class NoiseSource:
                     for g in self.generators
                 ]
             )
-        g = self.generator
-        dev = g.device if g is not None else self.device
-        return torch.randn(self.shape, generator=g, device=dev, dtype=self.dtype).to(self.device)
+        return randn(self.shape, self.generator, self.device, self.dtype)
 
 
 @dataclass
