@@ -1,6 +1,6 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
-from .compare import PROBLEMS, compare
+from .compare import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
 from .guidance import (
     INPAINT_METHODS,
     InpaintResult,
@@ -82,5 +82,8 @@ __all__ = [
     "InpaintResult",
     "INPAINT_METHODS",
     "compare",
+    "Problem",
+    "checkpoint_problem",
+    "mixture_problem",
     "PROBLEMS",
 ]

@@ -1,21 +1,27 @@
-"""Compare samplers numerically: a solver x steps grid on an exact-score problem.
+"""Compare samplers numerically: a solver x steps grid on a ``Problem``.
 
 ``compare`` runs every (solver, step count) pair from one shared x_T and one noise seed (common
-random numbers), measures NFE (counted by ``sample``) and wall time, scores the samples against
-exact samples of p_eps with the metrics of ``scoresde.metrics``, reports the two-sample noise floor
-of each metric, and for deterministic solvers the RMS distance to a tight-tolerance solution of
-the same probability-flow ODE from the same x_T. ``add_compare_parser`` / ``add_demo_parser``
-register the ``scoresde compare`` and ``scoresde demo`` commands.
+random numbers), measures NFE (counted by ``sample``) and wall time, scores the samples against a
+reference set with the metrics of ``scoresde.metrics``, reports the two-sample noise floor of each
+metric, and for deterministic solvers the RMS distance to a tight-tolerance solution of the same
+probability-flow ODE from the same x_T. A ``Problem`` is an exact-score Gaussian mixture
+(``mixture_problem``, the presets in ``PROBLEMS``; reference sets are exact samples of p_eps) or a
+trained checkpoint with a data set (``checkpoint_problem``; reference sets are data).
+``add_compare_parser`` / ``add_demo_parser`` register the ``scoresde compare`` and ``scoresde
+demo`` commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import inspect
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +68,7 @@ PROBLEMS: dict[str, Callable[[], GaussianMixture]] = {"ring": ring, "grid": grid
 #: SDE names accepted by ``compare(sde=...)``: Song et al.'s defaults (beta in [0.1, 20],
 #: sigma in [0.01, 50]).
 SDES: dict[str, Callable[[], SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-#: Metric names accepted by ``compare(metrics=...)``; each is computed against exact samples.
+#: Metric names accepted by ``compare(metrics=...)``; each is computed against the reference set.
 METRICS: tuple[str, ...] = ("mmd2", "frechet", "sliced_w2", "energy")
 #: Tolerances (rtol = atol) at which adaptive solvers (ode_rk45, scipy, torchsde adaptive=True)
 #: are run when their options give none: they take tolerances, not step counts.
@@ -71,12 +77,227 @@ DEFAULT_RTOLS: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
 FLOOR_PAIRS = 5
 
 
-def _problem(problem: str | GaussianMixture) -> tuple[str, GaussianMixture]:
+#: Kinds of reference set a ``Problem`` draws (``Problem.target``) and what they are.
+TARGETS: dict[str, str] = {
+    "exact": "exact samples of p_eps (exact score: the metrics measure the solver alone)",
+    "data": "data samples (learned score: the metrics include the model's own error)",
+}
+
+
+@dataclass
+class Problem:
+    """What ``compare`` runs a grid on: an SDE, its score, the event shape and reference sets.
+
+    Attributes
+    ----------
+    name
+        Shown in tables and plot titles.
+    sde
+        The forward SDE that ``score_fn`` belongs to.
+    score_fn
+        ``score_fn(x, t)`` for x of shape ``(batch, *event_shape)`` on ``device``.
+    event_shape
+        The shape of one sample: ``(d,)`` for vectors, ``(C, H, W)`` for images.
+    draw
+        ``draw(n, k)``: the k-th independent reference set of n samples, float64 on the CPU, of
+        shape ``(n, *event_shape)``. ``compare`` scores against k = 0 and takes the noise floor
+        from k = 1 .. 2 * FLOOR_PAIRS.
+    target
+        A key of ``TARGETS``: ``"exact"`` (samples of p_eps, for mixtures) or ``"data"`` (the data
+        distribution, for checkpoints).
+    eps
+        The final time at which the reference sets are exact (mixtures); None where they do not
+        depend on it. ``compare`` takes it as its ``eps``.
+    reference_score_fn
+        The score for the float64 reference solve behind ``ref_rms`` (default: ``score_fn``, which
+        must then accept float64 x).
+    device
+        Where ``score_fn`` runs; x_T and the runs live there.
+    info
+        Extra entries for the table's meta (a checkpoint's path, the data set).
+    """
+
+    name: str
+    sde: SDE
+    score_fn: Callable[[Tensor, Tensor], Tensor]
+    event_shape: tuple[int, ...]
+    draw: Callable[[int, int], Tensor]
+    target: str
+    eps: float | None = None
+    reference_score_fn: Callable[[Tensor, Tensor], Tensor] | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; valid targets are {tuple(TARGETS)}")
+        self.event_shape = tuple(int(s) for s in self.event_shape)
+        self.device = torch.device(self.device)
+
+
+def mixture_problem(
+    data: GaussianMixture,
+    sde: str | SDE = "vp",
+    *,
+    eps: float | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    name: str = "custom",
+) -> Problem:
+    """A Gaussian mixture under ``sde`` with its exact score (``exact_score``).
+
+    Reference set k is n exact samples of p_eps, x_eps = alpha_eps x_0 + sigma_eps z, drawn with
+    seed ``seed + 1000 + k``; ``eps`` defaults to ``sde.sampling_eps``.
+    """
+    _, sde_obj = _sde(sde)
+    eps = sde_obj.sampling_eps if eps is None else float(eps)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    alpha, sigma = sde_obj.marginal(torch.tensor(eps, dtype=F64))
+
+    def draw(n: int, k: int) -> Tensor:
+        g = torch.Generator().manual_seed(seed + 1000 + k)
+        x0 = data.sample(n, generator=g)
+        return alpha * x0 + sigma * torch.randn(x0.shape, generator=g, dtype=F64)
+
+    return Problem(
+        name,
+        sde_obj,
+        exact_score(sde_obj, data.to(device=device)),
+        (data.dim,),
+        draw,
+        "exact",
+        eps=eps,
+        device=device,
+    )
+
+
+def _no_grad(model: torch.nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model(x, t)
+
+    return score_fn
+
+
+def checkpoint_problem(
+    path: str | Path,
+    data: str | Path | Tensor,
+    *,
+    ema: bool = True,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+) -> Problem:
+    """A trained checkpoint (``training.load_model``: safetensors + JSON, nothing unpickled) with
+    a reference data set; the target is the data distribution.
+
+    ``score_fn`` is the model (EMA weights unless ``ema=False``) under ``torch.no_grad()``; the
+    SDE is the checkpoint's. ``data`` is a toy set name of ``scoresde.data.TOY_DATASETS`` (set k
+    is a fresh draw seeded ``seed + 1000 + k``), ``"digits"``, a ``.npy`` / ``.npz`` path, an
+    image folder or an ``(N, *event)`` tensor (set k is the k-th block of n items of one seeded
+    permutation: the sets are disjoint, so ``compare`` needs ``(1 + 2 * FLOOR_PAIRS) * n`` items).
+    The reference solve uses a float64 copy of the model (see ``compare``).
+    """
+    from .cli import _event_shape
+    from .training import load_model
+
+    model, meta = load_model(path, ema=ema, device=device)
+    model.eval()
+    event = _event_shape(meta)
+    data_name, draw = _data_sets(data, event, seed)
+    return Problem(
+        f"{'/'.join(Path(path).parts[-2:])} ({data_name})",  # the full path is in info
+        model.sde,
+        _no_grad(model),
+        event,
+        draw,
+        "data",
+        reference_score_fn=_no_grad(copy.deepcopy(model).to(F64)),
+        device=torch.device(device) if device is not None else torch.device("cpu"),
+        info={"checkpoint": str(path), "data": data_name, "ema": ema, "step": meta.get("step")},
+    )
+
+
+def _data_sets(
+    data: str | Path | Tensor, event: tuple[int, ...], seed: int
+) -> tuple[str, Callable[[int, int], Tensor]]:
+    """(name, draw) of a reference data set; its items must have shape ``event``."""
+    from . import data as D
+
+    if not isinstance(data, Tensor) and str(data) in D.TOY_DATASETS:
+        name, gen = str(data), D.TOY_DATASETS[str(data)]
+
+        def draw(n: int, k: int) -> Tensor:
+            return gen(n, generator=torch.Generator().manual_seed(seed + 1000 + k)).to(F64)
+
+        shape = tuple(draw(1, 0).shape[1:])
+    else:
+        if isinstance(data, Tensor):
+            name, x = "tensor", data
+        elif str(data) == "digits":
+            name, x = "digits", D.digits()
+        elif Path(data).suffix in (".npy", ".npz"):
+            name, x = str(data), D.load_array(data)
+        elif Path(data).is_dir():
+            name, x = str(data), D.load_image_folder(data, channels=event[0])
+        else:
+            valid = [*D.TOY_DATASETS, "digits", "<file.npy|file.npz>", "<image folder>"]
+            raise ValueError(
+                f"unknown data {data!r}; valid: {', '.join(valid)} or an (N, *event) tensor"
+            )
+        if x.dim() < 2:
+            raise ValueError(f"data must have shape (N, *event), got {tuple(x.shape)}")
+        x = x.detach().to("cpu", F64)
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1000))
+
+        def draw(n: int, k: int) -> Tensor:
+            sets = max(k + 1, 1 + 2 * FLOOR_PAIRS)
+            if sets * n > len(x):
+                raise ValueError(
+                    f"data {name!r} has {len(x)} items, too few for {sets} disjoint reference "
+                    f"sets of n = {n} (compare draws 1 + 2 * FLOOR_PAIRS: a target and the noise "
+                    f"floor's pairs): it needs {sets * n} items; use n <= {len(x) // sets}"
+                )
+            return x[perm[k * n : (k + 1) * n]]
+
+        shape = tuple(x.shape[1:])
+    if shape != tuple(event):
+        raise ValueError(
+            f"data {name!r} has items of shape {shape}, but the checkpoint's model takes "
+            f"{tuple(event)}"
+        )
+    return name, draw
+
+
+def _problem(
+    problem: str | GaussianMixture | Problem, sde: str | SDE | None, eps, seed, device
+) -> Problem:
+    if isinstance(problem, Problem):
+        if sde is not None and not _same_sde(_sde(sde)[1], problem.sde):
+            raise ValueError(
+                f"sde={sde!r} differs from the problem's own {type(problem.sde).__name__}; a "
+                "Problem carries its SDE, so leave sde=None"
+            )
+        if eps is not None and problem.eps is not None and float(eps) != problem.eps:
+            raise ValueError(
+                f"eps={eps} differs from the problem's eps={problem.eps}, at which its reference "
+                "sets are exact; leave eps=None"
+            )
+        if device is not None and torch.device(device) != problem.device:
+            raise ValueError(
+                f"device={device!r} differs from the problem's device {problem.device}"
+            )
+        return problem
+    sde = "vp" if sde is None else sde
     if isinstance(problem, GaussianMixture):
-        return "custom", problem
+        return mixture_problem(problem, sde, eps=eps, seed=seed, device=device)
     if problem not in PROBLEMS:
-        raise ValueError(f"unknown problem {problem!r}; valid problems are {tuple(PROBLEMS)}")
-    return problem, PROBLEMS[problem]()
+        raise ValueError(
+            f"unknown problem {problem!r}; valid problems are {tuple(PROBLEMS)}, a "
+            "GaussianMixture or a Problem"
+        )
+    return mixture_problem(
+        PROBLEMS[problem](), sde, eps=eps, seed=seed, device=device, name=problem
+    )
 
 
 def _sde(sde: str | SDE) -> tuple[str, SDE]:
@@ -85,6 +306,13 @@ def _sde(sde: str | SDE) -> tuple[str, SDE]:
     if sde not in SDES:
         raise ValueError(f"unknown sde {sde!r}; valid SDEs are {tuple(SDES)}")
     return sde, SDES[sde]()
+
+
+def _same_sde(a: SDE, b: SDE) -> bool:
+    try:
+        return a is b or (type(a) is type(b) and a.config() == b.config())
+    except NotImplementedError:
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,10 +379,17 @@ def _is_adaptive(name: str, options: dict[str, Any]) -> bool:
     return name == "torchsde" and bool(options.get("adaptive", False))
 
 
+#: Options of a solver spec that go to ``sample`` itself (time_grid, rho, denoise, ...).
+_SAMPLE_KEYWORDS = frozenset(
+    p.name for p in inspect.signature(sample).parameters.values() if p.kind is p.KEYWORD_ONLY
+)
+
+
 def _is_deterministic(name: str, options: dict[str, Any]) -> bool | None:
     """Whether the solver integrates the PF-ODE (None when its options are invalid)."""
     try:
-        return not make_solver(name, **options).stochastic
+        solver_options = {k: v for k, v in options.items() if k not in _SAMPLE_KEYWORDS}
+        return not make_solver(name, **solver_options).stochastic
     except (ValueError, TypeError):
         return None
 
@@ -169,9 +404,9 @@ class ComparisonTable:
     Each row: solver (label), name, options, steps (None for adaptive runs), rtol (adaptive runs),
     nfe (counted), seconds (wall), deterministic, one value per metric, ref_rms (deterministic
     solvers: RMS per coordinate to the reference PF-ODE solution), error (why it did not run).
-    ``noise_floor[metric] = (mean, std)`` of the metric between independent exact sets.
-    ``samples[(label, steps or rtol)]`` holds the samples and ``target`` the exact set (neither
-    is saved to CSV/JSON).
+    ``noise_floor[metric] = (mean, std)`` of the metric between independent reference sets.
+    ``samples[(label, steps or rtol)]`` holds the samples, ``target`` the reference set and
+    ``problem`` the ``Problem`` (none of them saved to CSV/JSON).
     """
 
     def __init__(
@@ -182,6 +417,7 @@ class ComparisonTable:
         meta: dict[str, Any],
         samples: dict[tuple, Tensor] | None = None,
         target: Tensor | None = None,
+        problem: Problem | None = None,
     ):
         self.rows = rows
         self.noise_floor = noise_floor
@@ -189,6 +425,7 @@ class ComparisonTable:
         self.meta = meta
         self.samples = samples or {}
         self.target = target
+        self.problem = problem
 
     @property
     def solvers(self) -> list[str]:
@@ -226,9 +463,10 @@ class ComparisonTable:
         lines += [
             "",
             f"problem {me['problem']}, sde {me['sde']}, n = {me['n']}, seed {me['seed']}, "
-            f"eps = {_fmt(me['eps'])}; reference: ode_rk45 rtol = atol = "
-            f"{_fmt(me['reference_tol'])} in float64 ({me['reference_nfe']} NFE).",
-            f"Noise floor (mean ± std over {me['floor_pairs']} exact pairs): {floor}. "
+            f"eps = {_fmt(me['eps'])}; metrics against {TARGETS[me.get('target', 'exact')]}; "
+            f"reference: ode_rk45 rtol = atol = {_fmt(me['reference_tol'])} in float64 "
+            f"({me['reference_nfe']} NFE).",
+            f"Noise floor (mean ± std over {me['floor_pairs']} pairs of reference sets): {floor}. "
             "* = within 3 std of the floor.",
         ]
         return "\n".join(lines)
@@ -313,8 +551,8 @@ def _metric_fns(
 
 
 def compare(
-    problem: str | GaussianMixture = "ring",
-    sde: str | SDE = "vp",
+    problem: str | GaussianMixture | Problem = "ring",
+    sde: str | SDE | None = None,
     solvers: Sequence = ("ode_heun", "dpm_solver", "pc"),
     steps: Sequence[int] = (5, 10, 20, 50),
     n: int = 4000,
@@ -328,60 +566,94 @@ def compare(
     dtype: torch.dtype = torch.float32,
     keep_samples: bool = True,
 ) -> ComparisonTable:
-    """Run every solver at every step count on one exact-score problem and tabulate the errors.
+    """Run every solver at every step count on one problem and tabulate the errors.
+
+    ``compare("ring", "vp", ["ode_heun", "dpm_solver:order=3"], [5, 10, 20])`` runs the grid on
+    an exact-score preset, against exact samples of p_eps. For a trained model, build the problem
+    from its checkpoint and a data set, ``p = checkpoint_problem("results/cb/checkpoint",
+    "checkerboard")``, and run ``compare(p, solvers=..., steps=..., n=2000)``: the metrics are then
+    taken against data (they include the model's own error, so a solver can plateau above the
+    floor), ``ref_rms`` still measures the solver alone against the model's own PF-ODE, and the
+    noise floor is the spread between independent data sets. The command line is ``scoresde
+    compare --checkpoint results/cb/checkpoint --data checkerboard``.
 
     Parameters
     ----------
-    problem : a name in ``PROBLEMS`` or a ``GaussianMixture``.
-    sde : a name in ``SDES`` or an ``SDE``.
-    solvers : each a name, ``(name, {options})`` or ``"name:key=val,key=val"``.
-    steps : step counts for fixed-step solvers. Adaptive solvers (``ode_rk45``, ``scipy``,
+    problem
+        A name in ``PROBLEMS``, a ``GaussianMixture`` or a ``Problem`` (``mixture_problem``,
+        ``checkpoint_problem`` or your own).
+    sde
+        A name in ``SDES`` or an ``SDE`` for a mixture (default ``"vp"``). A ``Problem`` carries
+        its SDE: leave ``sde`` None (a different one is an error).
+    solvers
+        Each a name, ``(name, {options})`` or ``"name:key=val,key=val"``.
+    steps
+        Step counts for fixed-step solvers. Adaptive solvers (``ode_rk45``, ``scipy``,
         ``torchsde`` with ``adaptive=True``) take tolerances instead: they run once at their own
         ``rtol`` if the options give one, else once per value of ``rtols`` (rtol = atol).
-    n : samples per run. seed : x_T, the noise, the exact sets and the projections derive from it.
-    reference_tol : rtol = atol of the float64 ``ode_rk45`` reference for ``ref_rms``.
-    metrics : names in ``METRICS``, each computed against n exact samples of p_eps.
-    eps : final time (default ``sde.sampling_eps``); the exact target is p_eps, not p_0.
-    n_ref : how many of the n samples get a reference solution (default all).
+    n
+        Samples per run.
+    seed
+        x_T, the noise and the projections derive from it, and for names and mixtures the
+        reference sets (a ``Problem``'s own ``draw`` fixes those of other problems).
+    reference_tol
+        rtol = atol of the float64 ``ode_rk45`` reference for ``ref_rms``.
+    metrics
+        Names in ``METRICS``, each computed on the flattened samples against the problem's
+        reference set ``draw(n, 0)``.
+    eps
+        Final time (default the problem's ``eps``, else ``sde.sampling_eps``); a mixture's exact
+        target is p_eps, not p_0.
+    n_ref
+        How many of the n samples get a reference solution (default all); it bounds the cost of
+        the reference for a network.
+    device, dtype
+        Where and in which dtype the runs are made (a ``Problem`` fixes its device; a checkpoint's
+        model takes its own dtype, float32).
 
-    Common random numbers: every run starts from the same x_T (float64 draw cast to ``dtype``)
-    and gets a fresh generator seeded identically, so deterministic rows are reproducible and
-    stochastic rows differ only by the solver. A run that fails (an impossible step count, an
-    invalid option, non-finite values) is a row with its ``error``; the grid goes on.
+    Notes
+    -----
+    Common random numbers: every run starts from the same x_T of shape ``(n, *event_shape)``
+    (float64 draw cast to ``dtype``) and gets a fresh generator seeded identically, so
+    deterministic rows are reproducible and stochastic rows differ only by the solver. A run that
+    fails (an impossible step count, an invalid option, non-finite values) is a row with its
+    ``error``; the grid goes on.
+
+    The reference solve runs in float64. For a network that means a float64 copy of the model
+    (``Problem.reference_score_fn``): it is the same function up to float32 round-off (~1e-7
+    relative), whereas the float32 model's round-off noise would swamp an adaptive step control at
+    a 1e-7 tolerance, so the copy gives the tight solution of the model's own PF-ODE.
     """
-    problem_name, data = _problem(problem)
-    sde_name, sde_obj = _sde(sde)
+    prob = _problem(problem, sde, eps, seed, device)
+    sde_name = sde if isinstance(sde, str) else type(prob.sde).__name__
     specs = [parse_solver(s) for s in solvers]
     steps = list(steps)
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
-    eps = sde_obj.sampling_eps if eps is None else float(eps)
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    score_fn = exact_score(sde_obj, data.to(device=device))
-    d = data.dim
+    eps = prob.eps if eps is None else float(eps)
+    eps = prob.sde.sampling_eps if eps is None else eps
+    device, shape = prob.device, (n, *prob.event_shape)
 
-    def exact_set(k: int) -> Tensor:  # n exact samples of p_eps, float64
-        g = torch.Generator().manual_seed(seed + 1000 + k)
-        x0 = data.sample(n, generator=g)
-        alpha, sigma = sde_obj.marginal(torch.tensor(eps, dtype=F64))
-        return (alpha * x0 + sigma * torch.randn(x0.shape, generator=g, dtype=F64)).to(device)
+    def reference_set(k: int) -> Tensor:  # flattened, on device, in dtype
+        x = prob.draw(n, k)
+        if tuple(x.shape) != shape:
+            raise ValueError(f"{prob.name}: draw({n}, {k}) has shape {tuple(x.shape)}, not {shape}")
+        return x.to(device).to(dtype).reshape(n, -1)
 
-    target = exact_set(0).to(dtype)
+    target = reference_set(0)
     fns = _metric_fns(metrics, target, seed)
-    floor = {}
-    for m, fn in fns.items():  # the same 2 * FLOOR_PAIRS fresh exact sets for every metric
-        draws = iter(range(1, 2 * FLOOR_PAIRS + 1))
-        floor[m] = M.noise_floor(lambda it=draws: exact_set(next(it)).to(dtype), fn, FLOOR_PAIRS)
+    floor_sets = [reference_set(k) for k in range(1, 2 * FLOOR_PAIRS + 1)]
+    floor = {m: M.noise_floor(iter(floor_sets).__next__, fn, FLOOR_PAIRS) for m, fn in fns.items()}
 
-    z = torch.randn(n, d, generator=torch.Generator().manual_seed(seed + 1), dtype=F64)
-    x_T64 = (z * sde_obj.prior_std).to(device)
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1), dtype=F64)
+    x_T64 = (z * prob.sde.prior_std).to(device)
     x_T = x_T64.to(dtype)
     n_ref = n if n_ref is None else min(int(n_ref), n)
     t_ref = time.perf_counter()
     ref_res = sample(
-        sde_obj,
-        score_fn,
-        (n_ref, d),
+        prob.sde,
+        prob.reference_score_fn or prob.score_fn,
+        (n_ref, *prob.event_shape),
         solver="ode_rk45",
         rtol=reference_tol,
         atol=reference_tol,
@@ -400,15 +672,20 @@ def compare(
         else:
             runs = [(s, options) for s in steps]
         for s, opts in runs:
-            row, x = _run_one(sde_obj, score_fn, name, opts, s, eps, x_T, seed, fns, target, ref)
+            row, x = _run_one(
+                prob.sde, prob.score_fn, name, opts, s, eps, x_T, seed, fns, target, ref
+            )
             rows.append({"solver": label, "name": name, "options": opts, **row})
             if keep_samples and x is not None:
                 kept[(label, s if s is not None else opts["rtol"])] = x
     meta = {
-        "problem": problem_name,
+        "problem": prob.name,
+        "target": prob.target,
+        **prob.info,
         "sde": sde_name,
         "n": n,
-        "dim": d,
+        "dim": math.prod(prob.event_shape),
+        "event_shape": list(prob.event_shape),
         "seed": seed,
         "eps": eps,
         "dtype": str(dtype).replace("torch.", ""),
@@ -420,7 +697,8 @@ def compare(
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    return ComparisonTable(rows, floor, fns, meta, kept, target.detach().cpu())
+    target = target.reshape(shape).detach().cpu()
+    return ComparisonTable(rows, floor, fns, meta, kept, target, prob)
 
 
 def _run_one(sde, score_fn, name, options, steps, eps, x_T, seed, fns, target, ref):
@@ -455,7 +733,7 @@ def _run_one(sde, score_fn, name, options, steps, eps, x_T, seed, fns, target, r
     row["nfe"] = res.nfe
     x = res.samples
     for m, fn in fns.items():
-        row[m] = float(fn(x, target))
+        row[m] = float(fn(x.reshape(len(x), -1), target))
     if row["deterministic"]:
         diff = x[: ref.shape[0]].to(F64) - ref.to(F64)
         row["ref_rms"] = float(diff.pow(2).mean().sqrt())
@@ -471,8 +749,9 @@ def write_outputs(table: ComparisonTable, out: str | Path, trajectory: bool = Tr
 
     Plots: error_vs_nfe_<metric>.png per metric, error_vs_nfe_ref_rms.png (deterministic
     solvers), time_vs_error.png, samples.png (each solver's largest step count / tightest
-    tolerance, exact samples first) and, for 2-D problems, trajectories.png (ode_heun's PF-ODE
-    paths of 8 samples from the table's x_T seed).
+    tolerance, the reference set first: scatters of the first two coordinates for vectors, image
+    grids for (C, H, W) images with 1 or 3 channels) and, for 2-D problems, trajectories.png
+    (ode_heun's PF-ODE paths of 8 samples from the table's x_T seed).
     """
     from . import plots
 
@@ -498,39 +777,45 @@ def write_outputs(table: ComparisonTable, out: str | Path, trajectory: bool = Tr
         rank = -key if adaptive else key
         if label not in best or rank > best[label][0]:
             best[label] = (rank, key)
-    if best:
+    event = tuple(table.meta.get("event_shape", (table.meta["dim"],)))
+    if best and (len(event) == 1 or (len(event) == 3 and event[0] in (1, 3))):
         panels = {
             f"{label} ({'rtol ' if isinstance(k, float) else 'steps '}{k:g})": table.samples[
                 (label, k)
             ]
             for label, (_, k) in best.items()
         }
-        files.append(plots.plot_samples_grid(panels, out / "samples.png", reference=table.target))
-    if trajectory and table.meta["dim"] == 2 and table.meta["problem"] in PROBLEMS:
-        sde_obj = SDES[table.meta["sde"]]() if table.meta["sde"] in SDES else None
-        if sde_obj is not None:
-            data = PROBLEMS[table.meta["problem"]]()
-            g = torch.Generator().manual_seed(table.meta["seed"] + 1)
-            x_T = torch.randn(8, 2, generator=g, dtype=F64) * sde_obj.prior_std
-            res = sample(
-                sde_obj,
-                exact_score(sde_obj, data),
-                (8, 2),
-                solver="ode_heun",
-                steps=50,
-                x_T=x_T,
-                eps=table.meta["eps"],
-                return_trajectory=True,
+        files.append(
+            plots.plot_samples_grid(
+                panels,
+                out / "samples.png",
+                reference=table.target,
+                reference_label=table.meta.get("target", "exact"),
             )
-            files.append(
-                plots.plot_trajectories(
-                    res.trajectory,
-                    res.times,
-                    out / "trajectories.png",
-                    title=f"PF-ODE paths (ode_heun, 50 steps), {table.meta['problem']}, "
-                    f"{table.meta['sde']} SDE",
-                )
+        )
+    prob = table.problem
+    if trajectory and prob is not None and prob.event_shape == (2,):
+        g = torch.Generator().manual_seed(table.meta["seed"] + 1)
+        x_T = torch.randn(8, 2, generator=g, dtype=F64) * prob.sde.prior_std
+        res = sample(
+            prob.sde,
+            prob.reference_score_fn or prob.score_fn,
+            (8, 2),
+            solver="ode_heun",
+            steps=50,
+            x_T=x_T.to(prob.device),
+            eps=table.meta["eps"],
+            return_trajectory=True,
+        )
+        files.append(
+            plots.plot_trajectories(
+                res.trajectory,
+                res.times,
+                out / "trajectories.png",
+                title=f"PF-ODE paths (ode_heun, 50 steps), {table.meta['problem']}, "
+                f"{table.meta['sde']} SDE",
             )
+        )
     return files
 
 
@@ -545,17 +830,32 @@ def _float_list(text: str) -> list[float]:
 def cmd_compare(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    table = compare(
-        args.problem,
-        args.sde,
-        split_solvers(args.solvers),
-        _int_list(args.steps),
-        n=args.n,
-        seed=args.seed,
-        metrics=[m for m in args.metrics.split(",") if m],
-        rtols=_float_list(args.rtols),
-        reference_tol=args.reference_tol,
-    )
+    problem = args.problem or "ring"
+    if args.checkpoint is None and args.data is not None:
+        raise SystemExit("scoresde: --data goes with --checkpoint (a --problem brings its own)")
+    if args.checkpoint is not None:
+        if args.sde is not None:
+            raise SystemExit("scoresde: --sde cannot be given with --checkpoint (it has its SDE)")
+        if args.data is None:
+            raise SystemExit("scoresde: --checkpoint needs --data (the reference data set)")
+    try:
+        if args.checkpoint is not None:
+            problem = checkpoint_problem(args.checkpoint, args.data, device=args.device)
+        table = compare(
+            problem,
+            args.sde,
+            split_solvers(args.solvers),
+            _int_list(args.steps),
+            n=args.n,
+            seed=args.seed,
+            metrics=[m for m in args.metrics.split(",") if m],
+            rtols=_float_list(args.rtols),
+            reference_tol=args.reference_tol,
+            n_ref=args.n_ref,
+            device=args.device if args.checkpoint is None else None,
+        )
+    except ValueError as err:  # bad names, data too small or of the wrong shape
+        raise SystemExit(f"scoresde: {err}") from None
     print(table)
     files = write_outputs(table, args.out)
     print(f"\nwrote {', '.join(str(f) for f in files)}")
@@ -602,10 +902,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``scoresde compare`` on an argparse subparsers object."""
     p = subparsers.add_parser(
-        "compare", help="compare solvers x step counts on an exact-score problem"
+        "compare",
+        help="compare solvers x step counts on an exact-score problem or a trained checkpoint",
     )
-    p.add_argument("--problem", default="ring", choices=tuple(PROBLEMS))
-    p.add_argument("--sde", default="vp", choices=tuple(SDES))
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--problem", default=None, choices=tuple(PROBLEMS), help="exact-score preset (default ring)"
+    )
+    which.add_argument("--checkpoint", default=None, help="a trained checkpoint (with --data)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="reference data for --checkpoint: a toy set name, 'digits', a .npy/.npz file or an "
+        "image folder",
+    )
+    p.add_argument("--sde", default=None, choices=tuple(SDES), help="for --problem (default vp)")
     p.add_argument(
         "--solvers",
         default="ode_heun,dpm_solver,pc",
@@ -622,6 +933,8 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
         help="tolerances for adaptive solvers (ode_rk45, scipy), which take no step counts",
     )
     p.add_argument("--reference-tol", type=float, default=1e-7)
+    p.add_argument("--n-ref", type=int, default=None, help="samples with a reference (default n)")
+    p.add_argument("--device", default=None, help="torch device (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.set_defaults(func=cmd_compare)
     return p

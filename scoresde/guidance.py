@@ -101,11 +101,16 @@ def classifier_free_guidance(
     scale w = 1 + w' here. w = 0 is the unconditional score, w = 1 the conditional one, and w > 1
     the gradient of log p_t(x | y)^w p_t(x)^(1-w) at each t.
 
-    interval : optional (t_lo, t_hi): guide only for t in [t_lo, t_hi] and use the plain
-        conditional score (w = 1) elsewhere, the limited-interval guidance of Kynkäänniemi et al.
-        2024 (Sec. 4), who find guidance harmful at high noise and useless at low noise. The
-        switch is a per-sample ``torch.where``, so no host-device sync happens in a solver loop.
+    Parameters
+    ----------
+    interval
+        Optional (t_lo, t_hi): guide only for t in [t_lo, t_hi] and use the plain conditional
+        score (w = 1) elsewhere, the limited-interval guidance of Kynkäänniemi et al. 2024
+        (Sec. 4), who find guidance harmful at high noise and useless at low noise. The switch
+        is a per-sample ``torch.where``, so no host-device sync happens in a solver loop.
 
+    Notes
+    -----
     Both branches are evaluated on every call (two score evaluations per counted NFE) except at
     w = 1 (conditional only) and w = 0 without interval (unconditional only); for a
     class-conditional network ``cfg_score_fn`` batches the two into one call.
@@ -143,8 +148,14 @@ def cfg_score_fn(
     and the labels are [y, null]. At scale 1 only the conditional branch runs, at scale 0 (no
     interval) only the unconditional one.
 
-    y : a class (int) or (batch,) labels in [0, num_classes); checked once, here.
-    scale, interval : as in ``classifier_free_guidance``.
+    Parameters
+    ----------
+    y
+        A class (int) or ``(batch,)`` labels in [0, num_classes); checked once, here.
+    scale
+        As in ``classifier_free_guidance``.
+    interval
+        As in ``classifier_free_guidance``.
     """
     num_classes = _num_classes(model)
     if num_classes is None:
@@ -202,7 +213,10 @@ def classifier_guidance(
     Dhariwal & Nichol 2021, Sec. 4, with their gradient scale w. With the exact noisy classifier
     (``exact_classifier``) and w = 1 it is the exact conditional score.
 
-    log_prob_y_fn : (x, t) -> (batch,) log p_t(y | x) for the wanted labels (e.g.
+    Parameters
+    ----------
+    log_prob_y_fn
+        ``(x, t) -> (batch,)`` log p_t(y | x) for the wanted labels (e.g.
         ``classifier_log_prob(classifier, y)``); differentiated by autograd inside, so the guided
         score also works under a caller's ``torch.no_grad()``. The gradient is detached.
     """
@@ -314,7 +328,10 @@ def classifier_log_prob(
 ) -> Callable[[Tensor, TimeLike], Tensor]:
     """(x, t) -> log p_phi(y | x, t), (batch,), the log-softmax of a classifier's logits.
 
-    y : a class (int) or (batch,) labels in [0, classifier.num_classes), checked once here.
+    Parameters
+    ----------
+    y
+        A class (int) or ``(batch,)`` labels in [0, classifier.num_classes), checked once here.
     """
     num_classes = _num_classes(classifier)
     if num_classes is None:
@@ -370,16 +387,32 @@ METHOD_TIME_GRIDS = {"replacement": "uniform", "repaint": "uniform", "smc": "log
 class InpaintResult:
     """What ``inpaint`` returns.
 
-    samples : (B, *event); the known coordinates equal ``known`` exactly.
-    nfe : score-function calls actually made (counted). For smc each call evaluates B * particles
-        rows and is followed by one vector-Jacobian product (the twist's gradient).
-    times : the time grid (float64, T -> eps).
-    smc only — particles : (B, K, *event) final particles; weights : (B, K) normalised final
-    weights (``samples`` is one particle per row drawn from them); log_weights : their
-    unnormalised logs; ess : (steps, B) effective sample size before each step's resampling
-    decision, final_ess : (B,) after the last step; resampled : (steps, B) bool;
-    log_evidence : (B,) the SMC estimate of log p_eps(x_known) (unbiased in exp).
-    stats : extra counters (e.g. ``down_steps``/``up_steps`` of repaint).
+    Attributes
+    ----------
+    samples
+        ``(B, *event)``; the known coordinates equal ``known`` exactly.
+    nfe
+        Score-function calls actually made (counted). For smc each call evaluates
+        B * particles rows and is followed by one vector-Jacobian product (the twist's gradient).
+    times
+        The time grid (float64, T -> eps).
+    particles
+        smc only: ``(B, K, *event)`` final particles.
+    weights
+        smc only: ``(B, K)`` normalised final weights (``samples`` is one particle per row drawn
+        from them).
+    log_weights
+        smc only: their unnormalised logs.
+    ess
+        smc only: ``(steps, B)`` effective sample size before each step's resampling decision.
+    final_ess
+        smc only: ``(B,)`` effective sample size after the last step.
+    resampled
+        smc only: ``(steps, B)`` bool.
+    log_evidence
+        smc only: ``(B,)`` the SMC estimate of log p_eps(x_known) (unbiased in exp).
+    stats
+        Extra counters (e.g. ``down_steps``/``up_steps`` of repaint).
     """
 
     samples: Tensor
@@ -445,25 +478,39 @@ def inpaint(
 
     Parameters
     ----------
-    sde, score_fn : the forward SDE and the (unconditional) score of its marginals.
-    known : (B, *event) values; only the entries where ``mask`` is True are read.
-    mask : bool, True = known coordinate; shape (B, *event) or (*event) shared by all rows.
-    method : "replacement" (Song et al. 2021, App. I.2: the predictor-corrector sampler with the
+    sde
+        The forward SDE.
+    score_fn
+        The (unconditional) score of its marginals.
+    known
+        ``(B, *event)`` values; only the entries where ``mask`` is True are read.
+    mask
+        Bool, True = known coordinate; shape ``(B, *event)`` or ``(*event)`` shared by all rows.
+    method
+        "replacement" (Song et al. 2021, App. I.2: the predictor-corrector sampler with the
         known coordinates replaced by a forward-diffused copy of ``known`` after every update);
         "repaint" (Lugmayr et al. 2022, Alg. 1: the same replacement plus resampling — after
         every ``jump_length`` reverse steps the state is re-noised ``jump_length`` steps forward,
         ``repeats`` times per segment); "smc" (the Twisted Diffusion Sampler of Wu et al. 2023,
         Alg. 1: ``particles`` weighted particles per row, see ``_smc``).
-    steps : number of grid intervals (required). For repaint, the grid's reverse steps are
+    steps
+        Number of grid intervals (required). For repaint, the grid's reverse steps are
         traversed ``repeats`` times per segment, so NFE ~ steps * repeats.
-    eps, time_grid : end time (default ``sde.sampling_eps``) and grid kind, as in ``sample``;
-        default ``METHOD_TIME_GRIDS[method]``: uniform for replacement and repaint (as in their
-        papers), logsnr for smc (its last step must be short relative to sigma, see ``_smc``).
-    generator : randomness (the samples' device is known's device).
-    **options : per method, see ``METHOD_OPTIONS``: predictor/corrector/snr/corrector_steps/
+    eps
+        End time (default ``sde.sampling_eps``), as in ``sample``.
+    time_grid
+        Grid kind, as in ``sample``; default ``METHOD_TIME_GRIDS[method]``: uniform for
+        replacement and repaint (as in their papers), logsnr for smc (its last step must be
+        short relative to sigma, see ``_smc``).
+    generator
+        Randomness (the samples' device is known's device).
+    **options
+        Per method, see ``METHOD_OPTIONS``: predictor/corrector/snr/corrector_steps/
         step_size/step_norm/denoise (replacement, repaint), jump_length/repeats (repaint),
         particles/ess_threshold/twist_var_floor (smc). Unknown options are errors.
 
+    Notes
+    -----
     Unlike the reference inpainter the known coordinates of the result are ``known`` exactly,
     and no unknown coordinate carries the last step's noise when ``denoise`` is asked for (the
     reference code's ``x_mean`` mixed the noisy state back in); the known coordinates at T are a

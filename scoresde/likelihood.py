@@ -31,8 +31,19 @@ INTEGRATORS = ("rk45", "scipy", "euler", "heun", "rk4")
 
 @dataclass
 class LikelihoodResult:
-    """logp: (batch,) log p_eps(x) in nats = prior_logp + delta_logp. nfe: score evaluations
-    (each also costs one or more backward passes). x_T: the ODE's end point. eps: start time."""
+    """What ``log_likelihood`` returns.
+
+    Attributes
+    ----------
+    logp
+        ``(batch,)`` log p_eps(x) in nats = prior_logp + delta_logp.
+    nfe
+        Score evaluations (each also costs one or more backward passes).
+    x_T
+        The ODE's end point.
+    eps
+        Start time.
+    """
 
     logp: Tensor
     prior_logp: Tensor
@@ -100,18 +111,24 @@ def log_likelihood(
 
     Parameters
     ----------
-    x : (batch, *event) data at time eps. divergence : "exact" (full Jacobian trace: d backward
-        passes per evaluation, for low dimensions) or "hutchinson" (``n_probes`` Rademacher or
-        Gaussian probes). The probes are drawn once per solve and held fixed along the trajectory,
-        as in Song et al. and FFJORD: the ODE's right-hand side must be a deterministic smooth
-        function for an adaptive solver to control its error (fresh probes per evaluation would
-        make it noise), and the estimate stays unbiased because the trajectory does not depend on
-        the probes, so the expectation passes through the integral.
-    integrator : "rk45" (on-device adaptive Dormand–Prince, ``rtol``/``atol``), "scipy"
-        (``solve_ivp`` with ``method=``), or fixed-step "euler" / "heun" / "rk4" with ``steps``.
-    chunk_size : solve at most this many samples at a time (bounds memory; results are the same
-        because every sample has its own step size).
-    prior_logp : log density used at T, default ``sde.prior_logp``.
+    x
+        ``(batch, *event)`` data at time eps.
+    divergence
+        "exact" (full Jacobian trace: d backward passes per evaluation, for low dimensions) or
+        "hutchinson" (``n_probes`` Rademacher or Gaussian probes). The probes are drawn once per
+        solve and held fixed along the trajectory, as in Song et al. and FFJORD: the ODE's
+        right-hand side must be a deterministic smooth function for an adaptive solver to control
+        its error (fresh probes per evaluation would make it noise), and the estimate stays
+        unbiased because the trajectory does not depend on the probes, so the expectation passes
+        through the integral.
+    integrator
+        "rk45" (on-device adaptive Dormand–Prince, ``rtol``/``atol``), "scipy" (``solve_ivp``
+        with ``method=``), or fixed-step "euler" / "heun" / "rk4" with ``steps``.
+    chunk_size
+        Solve at most this many samples at a time (bounds memory; results are the same because
+        every sample has its own step size).
+    prior_logp
+        Log density used at T, default ``sde.prior_logp``.
     """
     check_choice("divergence", divergence, DIVERGENCES)
     check_choice("integrator", integrator, INTEGRATORS)

@@ -70,7 +70,7 @@ class MMD:
 
 
 def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None, levels: int = 5) -> float:
-    """Unbiased MMD^2 between samples x and y (see :class:`MMD`; y is the reference).
+    """Unbiased MMD^2 between samples x and y (see ``MMD``; y is the reference).
 
     The estimator is unbiased, so for two samples of one distribution it scatters around 0 (and
     can be negative): compare it with the spread of MMD^2 between independent exact sample sets

@@ -72,9 +72,12 @@ class ScoreModel(nn.Module):
 
     Parameters
     ----------
-    net : module with ``net(x, t, y=None) -> Tensor`` of x's shape; t is (batch,) in [0, T].
-    sde : the forward SDE, which supplies alpha_t and sigma_t for the conversion.
-    parameterization : what ``net`` predicts: "eps" (default), "score", "x0" or "v".
+    net
+        Module with ``net(x, t, y=None) -> Tensor`` of x's shape; t is ``(batch,)`` in [0, T].
+    sde
+        The forward SDE, which supplies alpha_t and sigma_t for the conversion.
+    parameterization
+        What ``net`` predicts: "eps" (default), "score", "x0" or "v".
     """
 
     def __init__(self, net: nn.Module, sde: SDE, parameterization: str = "eps"):

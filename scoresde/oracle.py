@@ -33,9 +33,12 @@ class GaussianMixture:
 
     Parameters
     ----------
-    means : (K, d) tensor-like
-    stds : scalar, (K,) or (K, d), all > 0
-    weights : (K,) non-negative with a positive sum (normalised here); default uniform.
+    means
+        ``(K, d)`` tensor-like.
+    stds
+        Scalar, ``(K,)`` or ``(K, d)``, all > 0.
+    weights
+        ``(K,)`` non-negative with a positive sum (normalised here); default uniform.
     """
 
     def __init__(self, means, stds, weights=None):
@@ -129,8 +132,12 @@ class GaussianMixture:
     def condition(self, known: Tensor, mask: Tensor) -> MixtureConditional:
         """The exact conditional p(x_missing | x_known) (see ``MixtureConditional``).
 
-        known : (B, d) or (d,) values (only the masked entries are read). mask : bool, True where
-        known, of known's shape, or (d,) shared by every row.
+        Parameters
+        ----------
+        known
+            ``(B, d)`` or ``(d,)`` values (only the masked entries are read).
+        mask
+            Bool, True where known, of known's shape, or ``(d,)`` shared by every row.
         """
         known = torch.as_tensor(known, dtype=self.means.dtype, device=self.means.device)
         known = known.reshape(1, -1) if known.dim() == 1 else known.reshape(known.shape[0], -1)
@@ -251,8 +258,10 @@ class ClassConditionalMixture:
 
     Parameters
     ----------
-    mixtures : one ``GaussianMixture`` per class, all of the same dimension.
-    class_weights : (num_classes,) prior pi_y, non-negative with a positive sum; default uniform.
+    mixtures
+        One ``GaussianMixture`` per class, all of the same dimension.
+    class_weights
+        ``(num_classes,)`` prior pi_y, non-negative with a positive sum; default uniform.
     """
 
     def __init__(self, mixtures, class_weights=None):
@@ -341,9 +350,13 @@ def exact_class_score(
 ) -> Callable[[Tensor, TimeLike], Tensor]:
     """The exact conditional score grad_x log p_t(x | y) of ``data`` diffused by ``sde``.
 
-    y : a class (int) or (batch,) labels. p_t(x | y) is class y's mixture diffused, so its score
-    is the mixture score restricted to y's components (responsibilities renormalised within the
-    class). Labels are checked once, here.
+    p_t(x | y) is class y's mixture diffused, so its score is the mixture score restricted to
+    y's components (responsibilities renormalised within the class).
+
+    Parameters
+    ----------
+    y
+        A class (int) or ``(batch,)`` labels, checked once, here.
     """
     _check_label_values(y, data.num_classes)
 

@@ -90,6 +90,7 @@ def _error_axes(ax, table, series, metric: str, xlabel: str) -> None:
     """Log-log lines per solver; values <= 0 (the unbiased MMD^2 can be negative) are drawn at
     the lower edge as open markers; the noise floor mean + 2 std is a grey band."""
     floor = table.noise_floor.get(metric) if metric in table.noise_floor else None
+    kind = table.meta.get("target", "exact")  # "data" for a checkpoint with a data set
     positive = [y for _, ys in series.values() for y in ys if y > 0]
     if floor is not None and floor[0] + 2 * floor[1] > 0:
         positive.append(floor[0] + 2 * floor[1])
@@ -115,13 +116,13 @@ def _error_axes(ax, table, series, metric: str, xlabel: str) -> None:
             color="0.8",
             alpha=0.6,
             zorder=0,
-            label=f"noise floor (exact vs exact, mean + 2 sd = {top:.2g})",
+            label=f"noise floor ({kind} vs {kind}, mean + 2 sd = {top:.2g})",
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_ylim(bottom=lo)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric).replace("exact", kind))
     if any(y <= lo for _, ys in series.values() for y in ys):
         ax.text(
             0.01,
@@ -165,12 +166,14 @@ def plot_samples_grid(
     ncol: int | None = None,
     limit: float | None = None,
     max_points: int = 2000,
+    reference_label: str = "exact",
 ) -> Path:
     """One panel per solver: a scatter for (N, d) points (first two coordinates; ``reference``
-    drawn faintly behind and as its own first panel), an image grid for (N, C, H, W) images."""
+    drawn faintly behind and as its own first panel, titled ``reference_label``), an image grid
+    for (N, C, H, W) images."""
     panels = dict(samples_by_solver)
     if reference is not None:
-        panels = {"exact": reference, **panels}
+        panels = {reference_label: reference, **panels}
     if not panels:
         raise ValueError("plot_samples_grid needs at least one set of samples")
     ncol = ncol or min(4, len(panels))
@@ -183,14 +186,15 @@ def plot_samples_grid(
     for ax, (name, x) in zip(axes.flat, panels.items(), strict=False):
         if x.dim() == 4:
             g = image_grid(x[:64])
-            ax.imshow(g.squeeze(-1) if g.shape[-1] == 1 else g, cmap="gray")
+            ax.imshow((g.squeeze(-1) if g.shape[-1] == 1 else g).numpy(), cmap="gray")
             ax.axis("off")
         elif x.dim() == 2 and x.shape[1] >= 2:
-            if reference is not None and name != "exact":
+            if reference is not None and name != reference_label:
                 r = reference[:max_points].detach().cpu().float()
                 ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", alpha=0.5)
             pts = x[:max_points].detach().cpu().float()
-            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, c="C3" if name == "exact" else "C0")
+            ref = reference is not None and name == reference_label
+            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, c="C3" if ref else "C0")
             ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal")
             ax.tick_params(labelsize=7)
         else:

@@ -53,11 +53,18 @@ TIME_GRIDS: tuple[str, ...] = ("uniform", "quadratic", "logsnr", "karras")
 class SampleResult:
     """What ``sample`` returns.
 
-    samples : Tensor of the requested shape.
-    nfe : score evaluations actually made (counted), including a final ``denoise`` step.
-    times : the time grid used (float64), or [T, eps] for solvers that choose their own steps.
-    trajectory : (steps + 1, *shape) states on the grid when ``return_trajectory``; else None.
-    stats : solver statistics, e.g. per-sample ``accepted_steps`` / ``rejected_steps`` of ode_rk45.
+    Attributes
+    ----------
+    samples
+        Tensor of the requested shape.
+    nfe
+        Score evaluations actually made (counted), including a final ``denoise`` step.
+    times
+        The time grid used (float64), or [T, eps] for solvers that choose their own steps.
+    trajectory
+        ``(steps + 1, *shape)`` states on the grid when ``return_trajectory``; else None.
+    stats
+        Solver statistics, e.g. per-sample ``accepted_steps`` / ``rejected_steps`` of ode_rk45.
     """
 
     samples: Tensor
@@ -170,17 +177,36 @@ def sample(
 
     Parameters
     ----------
-    sde : the forward SDE.
-    score_fn : ``score_fn(x, t) -> Tensor`` of x's shape; t has shape (batch,).
-    shape : (batch, *event). solver : a name in ``SOLVERS`` or a ``Solver`` object.
-    steps : grid intervals for fixed-step solvers (not needed by ``ode_rk45``/``scipy``).
-    eps : final time, default ``sde.sampling_eps``. time_grid : a name in ``TIME_GRIDS`` (default:
-        the solver's) or an explicit decreasing tensor of times in [0, T]. rho : for ``karras``.
-    denoise : finish with Tweedie's x0 = (x + sigma^2 score) / alpha at eps (one more NFE).
-    x_T : initial state (default: drawn from the prior). generator / seeds : randomness; ``seeds``
-        (one int per sample) gives each sample its own generator: it does not depend on its batch.
-    callback : called as ``callback(i, t, x)`` after each grid step.
-    **solver_options : passed to the solver (e.g. ``order=3``, ``snr=0.16``, ``rtol=1e-6``).
+    sde
+        The forward SDE.
+    score_fn
+        ``score_fn(x, t) -> Tensor`` of x's shape; t has shape ``(batch,)``.
+    shape
+        ``(batch, *event)``.
+    solver
+        A name in ``SOLVERS`` or a ``Solver`` object.
+    steps
+        Grid intervals for fixed-step solvers (not needed by ``ode_rk45``/``scipy``).
+    eps
+        Final time, default ``sde.sampling_eps``.
+    time_grid
+        A name in ``TIME_GRIDS`` (default: the solver's) or an explicit decreasing tensor of
+        times in [0, T].
+    rho
+        For ``karras``.
+    denoise
+        Finish with Tweedie's x0 = (x + sigma^2 score) / alpha at eps (one more NFE).
+    x_T
+        Initial state (default: drawn from the prior).
+    generator
+        Randomness (default: torch's global RNG).
+    seeds
+        One int per sample instead of ``generator``: each sample gets its own generator, so it
+        does not depend on its batch.
+    callback
+        Called as ``callback(i, t, x)`` after each grid step.
+    **solver_options
+        Passed to the solver (e.g. ``order=3``, ``snr=0.16``, ``rtol=1e-6``).
     """
     algo = make_solver(solver, **solver_options)
     shape = tuple(int(s) for s in shape)
@@ -246,18 +272,19 @@ def sample(
 
 def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory) -> Tensor:
     state = algo.init(ctx, x, ts)
-    # First non-finite step, tracked on the device: one host sync at the end, none per step.
-    first_bad = torch.full((), -1, dtype=torch.long, device=x.device)
+    # max |x| after each step, kept on the device (NaN and inf propagate through the max): the
+    # first non-finite step is found with one host sync at the end, none per step.
+    max_abs = torch.empty(ctx.steps, dtype=x.dtype, device=x.device)
     for i in tqdm(range(ctx.steps), disable=not progress, desc=algo.name, leave=False):
         x, state = algo.step(ctx, i, ts[i], ts[i + 1], x, state)
-        bad = ~torch.isfinite(x).all()
-        first_bad = torch.where(bad & (first_bad < 0), i, first_bad)
+        max_abs[i] = torch.linalg.vector_norm(x, float("inf"))
         if callback is not None:
             callback(i, ts[i + 1], x)
         if trajectory is not None:
             trajectory.append(x)
-    i_bad = int(first_bad)
-    if i_bad >= 0:
+    bad = ~torch.isfinite(max_abs)
+    if bool(bad.any()):
+        i_bad = int(bad.int().argmax())
         _raise_if_nonfinite(None, i_bad, ts[i_bad + 1])
     return x
 

@@ -82,14 +82,22 @@ def init_distributed() -> tuple[int, int]:
 
 
 class Trainer:
-    """Train a :class:`ScoreModel` with denoising score matching on an in-memory data set.
+    """Train a ``ScoreModel`` with denoising score matching on an in-memory data set.
 
     Parameters
     ----------
-    model : the ScoreModel (its ``net`` must expose ``config`` so checkpoints can rebuild it).
-    data : (N, *event) training data. labels : optional (N,) class labels for conditional nets.
-    config : TrainConfig. out_dir : where checkpoints, ``loss.csv`` and sample figures go.
-    sample_fn : optional ``sample_fn(ema_model, step) -> Tensor`` drawn every ``sample_every``.
+    model
+        The ScoreModel (its ``net`` must expose ``config`` so checkpoints can rebuild it).
+    data
+        ``(N, *event)`` training data.
+    config
+        A ``TrainConfig``.
+    labels
+        Optional ``(N,)`` class labels for conditional nets.
+    out_dir
+        Where checkpoints, ``loss.csv`` and sample figures go.
+    sample_fn
+        Optional ``sample_fn(ema_model, step) -> Tensor`` drawn every ``sample_every``.
     """
 
     def __init__(
@@ -110,7 +118,8 @@ class Trainer:
                 f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}"
             )
         self.data = data
-        self.labels = labels
+        self.labels = labels.to(data.device) if labels is not None else None
+        self._perm: tuple[int, Tensor | None] = (-1, None)  # (epoch, this rank's shuffle)
         self.model = model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
@@ -134,10 +143,14 @@ class Trainer:
     # -- one step -----------------------------------------------------------------------------
     def _batch_indices(self, step: int) -> Tensor:
         epoch, i = divmod(step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(_seed(self.config.seed, epoch, 0xDA7A))
-        perm = torch.randperm(self.data.shape[0], generator=g)[self.rank :: self.world]
+        if self._perm[0] != epoch:
+            # One shuffle per epoch, moved to the data's device once: indexing GPU data with CPU
+            # indices would copy (and synchronise) every step.
+            g = torch.Generator().manual_seed(_seed(self.config.seed, epoch, 0xDA7A))
+            perm = torch.randperm(self.data.shape[0], generator=g)[self.rank :: self.world]
+            self._perm = (epoch, perm.to(self.data.device))
         b = self.config.batch_size
-        return perm[i * b : (i + 1) * b]
+        return self._perm[1][i * b : (i + 1) * b]
 
     def loss_at(self, step: int) -> Tensor:
         """The loss of step ``step`` on this rank (deterministic given the weights)."""
@@ -180,8 +193,10 @@ class Trainer:
         self.optimizer.step()
         decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
-            for e, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-                e.lerp_(p, 1 - decay)
+            # One fused kernel per group of tensors, not one launch per parameter.
+            torch._foreach_lerp_(
+                list(self.ema.parameters()), list(self.model.parameters()), 1 - decay
+            )
             for e, b in zip(self.ema.buffers(), self.model.buffers(), strict=True):
                 e.copy_(b)
         self.step += 1
@@ -197,11 +212,12 @@ class Trainer:
         count = 0
         start = time.perf_counter()
         bar = tqdm(total=steps, disable=not progress or self.rank != 0, desc="train")
-        for _ in range(steps):
+        for k in range(steps):
             running += self.train_step()
             count += 1
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == steps:
+            # Reading the loss syncs with the device: only every log_every steps and at the end.
+            if self.step % cfg.log_every == 0 or k == steps - 1:
                 mean = running / count
                 if self.world > 1:
                     dist.all_reduce(mean)

@@ -4,14 +4,25 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from scoresde.compare import (
     PROBLEMS,
+    Problem,
     add_compare_parser,
     add_demo_parser,
+    checkpoint_problem,
     compare,
+    mixture_problem,
+    ring,
     split_solvers,
+    write_outputs,
 )
+from scoresde.data import checkerboard
+from scoresde.model import ScoreModel
+from scoresde.nets import ResidualMLP, UNet
+from scoresde.sde import VESDE, VPSDE
+from scoresde.training import TrainConfig, Trainer
 
 N = 400
 
@@ -66,6 +77,13 @@ def test_impossible_configs_are_rows_not_crashes():
     assert by[("ode_euler", 3)]["error"] is None and by[("ode_euler", 3)]["nfe"] == 3
     assert "order" in by[("dpm_solver(order=7)", 3)]["error"]
     assert "error" in t.to_markdown()
+
+
+def test_sample_options_in_a_spec_keep_the_row_deterministic():
+    # time_grid is an option of sample(), not of the solver: the row is still a PF-ODE row.
+    t = compare("ring", "vp", ["dpm_solver:time_grid=karras"], [10], n=200)
+    (row,) = t.rows
+    assert row["error"] is None and row["deterministic"] is True and row["ref_rms"] is not None
 
 
 def test_table_saves_csv_json_and_markdown(table, tmp_path):
@@ -133,3 +151,99 @@ def test_demo_quick_runs(tmp_path, capsys):
     assert _run(["demo", "--quick", "--out", str(tmp_path), "--threads", "1"]) == 0
     assert "demo finished" in capsys.readouterr().out
     assert (tmp_path / "error_vs_nfe_mmd2.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Problems: a mixture wrapped as a Problem, and trained checkpoints with a data set
+
+
+def test_mixture_problem_reproduces_the_preset_path(table):
+    prob = mixture_problem(ring(), "vp", seed=0, name="ring")
+    assert isinstance(prob, Problem) and prob.target == "exact" and prob.event_shape == (2,)
+    again = compare(prob, None, ["ode_heun", "ddim:eta=1", "ode_rk45"], [5, 20], n=N, rtols=[1e-4])
+    keys = ("nfe", "mmd2", "frechet", "ref_rms", "error")
+    assert [[r[k] for k in keys] for r in again.rows] == [[r[k] for k in keys] for r in table.rows]
+    assert again.noise_floor == table.noise_floor and again.meta["problem"] == "ring"
+    assert compare(prob, VPSDE(), ["ode_heun"], [5], n=N).rows[0]["mmd2"] == again.rows[0]["mmd2"]
+    with pytest.raises(ValueError, match="sde="):
+        compare(prob, "ve", ["ode_heun"], [5], n=N)
+    with pytest.raises(ValueError, match="eps="):
+        compare(prob, solvers=["ode_heun"], steps=[5], n=N, eps=0.01)
+
+
+@pytest.fixture(scope="module")
+def mlp_checkpoint(tmp_path_factory):
+    """A residual MLP trained for 200 steps on the checkerboard (under a second). It predicts x0:
+    an eps-model this young has a biased eps near t = 0 and throws samples far out."""
+    torch.manual_seed(0)
+    model = ScoreModel(ResidualMLP(2, hidden=32, depth=2), VPSDE(), "x0")
+    data = checkerboard(4000, torch.Generator().manual_seed(0))
+    trainer = Trainer(model, data, TrainConfig(batch_size=256, lr=3e-3, warmup=20, log_every=1000))
+    trainer.train(200, progress=False)
+    return trainer.save(tmp_path_factory.mktemp("mlp") / "checkpoint").with_suffix("")
+
+
+def test_checkpoint_grid_against_data(mlp_checkpoint):
+    prob = checkpoint_problem(mlp_checkpoint, "checkerboard")
+    assert prob.target == "data" and prob.event_shape == (2,) and isinstance(prob.sde, VPSDE)
+    t = compare(prob, solvers=["ode_heun", "ddim:eta=1"], steps=[5, 20], n=300, n_ref=100)
+    rows = {(r["solver"], r["steps"]): r for r in t.rows}
+    assert all(r["error"] is None and r["mmd2"] is not None for r in t.rows)
+    assert rows[("ode_heun", 5)]["nfe"] == 10 and rows[("ddim(eta=1)", 20)]["nfe"] == 20
+    # ref_rms: distance to a tight float64 solution of the model's own PF-ODE from the same x_T
+    assert rows[("ode_heun", 20)]["ref_rms"] < rows[("ode_heun", 5)]["ref_rms"] / 4
+    assert rows[("ddim(eta=1)", 5)]["ref_rms"] is None
+    assert t.noise_floor["mmd2"][1] > 0 and t.noise_floor["frechet"][0] > 0
+    assert rows[("ode_heun", 20)]["frechet"] < 0.5  # a (roughly) trained model: near the data
+    assert t.meta["target"] == "data" and t.meta["checkpoint"] == str(mlp_checkpoint)
+    assert t.meta["data"] == "checkerboard" and "data samples" in t.to_markdown()
+
+
+def test_checkpoint_problem_errors(mlp_checkpoint):
+    with pytest.raises(ValueError, match=r"shape \(3,\).*takes \(2,\)"):
+        checkpoint_problem(mlp_checkpoint, torch.randn(500, 3))
+    with pytest.raises(ValueError, match="checkerboard.*digits"):
+        checkpoint_problem(mlp_checkpoint, "checkrboard")
+    small = checkpoint_problem(mlp_checkpoint, torch.randn(50, 2))
+    with pytest.raises(ValueError, match="50 items.*needs 110"):
+        compare(small, solvers=["ode_heun"], steps=[5], n=10)
+    prob = checkpoint_problem(mlp_checkpoint, "two_moons")
+    with pytest.raises(ValueError, match="sde="):
+        compare(prob, "ve", ["ode_heun"], [5], n=50)
+    with pytest.raises(ValueError, match="sde="):
+        compare(prob, VESDE(), ["ode_heun"], [5], n=50)
+
+
+def test_compare_command_on_a_checkpoint(mlp_checkpoint, tmp_path, capsys):
+    out = tmp_path / "res"
+    base = ["compare", "--checkpoint", str(mlp_checkpoint), "--solvers", "ode_heun,pc"]
+    argv = [*base, "--data", "checkerboard", "--steps", "5,10", "--n", "200", "--n-ref", "50"]
+    assert _run([*argv, "--out", str(out)]) == 0
+    assert "| ode_heun | 5 |" in capsys.readouterr().out
+    for name in ("table.md", "table.csv", "table.json", "error_vs_nfe_ref_rms.png", "samples.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "trajectories.png").exists()
+    assert json.loads((out / "table.json").read_text())["meta"]["target"] == "data"
+    with pytest.raises(SystemExit, match="--sde"):
+        _run([*argv, "--sde", "vp", "--out", str(out)])
+    with pytest.raises(SystemExit, match="--data"):
+        _run([*base, "--out", str(out)])
+    with pytest.raises(SystemExit):  # argparse: --problem and --checkpoint exclude each other
+        _run([*argv, "--problem", "ring", "--out", str(out)])
+
+
+def test_image_checkpoint_writes_an_image_panel(tmp_path):
+    pytest.importorskip("sklearn")
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, channels=8, channel_mults=(1, 2), num_res_blocks=1, image_size=8)
+    data = torch.zeros(64, 1, 8, 8)
+    path = Trainer(ScoreModel(net, VPSDE()), data, TrainConfig(batch_size=32)).save(tmp_path / "c")
+    prob = checkpoint_problem(path.with_suffix(""), "digits")
+    assert prob.event_shape == (1, 8, 8)
+    t = compare(prob, solvers=["ode_euler"], steps=[3], n=60, n_ref=8, metrics=["mmd2"])
+    assert t.rows[0]["error"] is None and t.rows[0]["nfe"] == 3 and t.meta["dim"] == 64
+    assert t.target.shape == (60, 1, 8, 8) and t.samples[("ode_euler", 3)].shape == (60, 1, 8, 8)
+    files = {f.name for f in write_outputs(t, tmp_path / "out")}
+    assert "samples.png" in files and "trajectories.png" not in files
+    with pytest.raises(ValueError, match="1797 items.*use n <= 163"):
+        compare(prob, solvers=["ode_euler"], steps=[3], n=200)

@@ -512,3 +512,26 @@ def test_mask_from_spec_halves():
     assert left[0, :, :4].all() and not left[0, :, 4:].any()
     with pytest.raises(ValueError, match="top"):
         mask_from_spec("middle", (1, 8, 8))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", INPAINT_METHODS)
+def test_inpaint_runs_on_cuda_with_a_cuda_generator(method):
+    # Every draw (noise, RePaint's re-noising, SMC's resampling) must happen on the data's device.
+    sde, data = SDES["vp"], eight_d().to(device="cuda")
+    known = data.sample(6, torch.Generator(device="cuda").manual_seed(0))
+    mask = torch.tensor([True, False] * 4, device="cuda")
+    options = {"smc": {"particles": 4}, "repaint": {"jump_length": 2, "repeats": 2}}
+    res = inpaint(
+        sde,
+        sd.exact_score(sde, data),
+        known,
+        mask,
+        method,
+        steps=20,
+        generator=torch.Generator(device="cuda").manual_seed(1),
+        **options.get(method, {}),
+    )
+    assert res.samples.device.type == "cuda"
+    assert torch.equal(res.samples[:, mask], known[:, mask])
+    assert torch.isfinite(res.samples).all()

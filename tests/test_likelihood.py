@@ -138,3 +138,24 @@ def test_bad_input_is_rejected():
     for div in ("exact", "hutchinson"):
         with pytest.raises(ValueError, match="differentiable"):
             sd.log_likelihood(sde, detached, torch.zeros(1, 2, dtype=torch.float64), divergence=div)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("divergence", ["exact", "hutchinson"])
+def test_log_likelihood_on_cuda_equals_the_cpu_result(divergence):
+    # Same probes (a CPU generator draws them on the CPU), same tolerance: the two solves differ
+    # by round-off amplified at most by the step-size controller.
+    sde, data = SDES["vp"], _mixture(16)
+    x = data.sample(64, generator=torch.Generator().manual_seed(8))
+    out = {}
+    for device in ("cpu", "cuda"):
+        dev_data = data.to(device=device)
+        out[device] = sd.log_likelihood(
+            sde,
+            sd.exact_score(sde, dev_data),
+            x.to(device),
+            divergence=divergence,
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert out[device].logp.device.type == device
+    torch.testing.assert_close(out["cuda"].logp.cpu(), out["cpu"].logp, atol=1e-6, rtol=0)

@@ -370,7 +370,6 @@ def test_bad_oracle_call_arguments_raise_value_error_naming_them():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", NAMES)
 def test_exact_score_runs_on_the_input_device(name):
     sde, data = SDES[name], MIXTURES["8d"]

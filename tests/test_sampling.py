@@ -758,3 +758,84 @@ def test_pc_with_per_sample_step_rule_samples_a_64d_mixture(name):
     assert bool(torch.isfinite(res.samples).all())
     value = mmd2(res.samples, reference)
     assert value <= 3 * floor, (value / floor, value, floor)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (gpu-marked: conftest skips them where no GPU is present)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", FIXED_VARIANTS, ids=FIXED_IDS)
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_cuda_run_equals_the_cpu_run_given_the_same_noise(name, variant):
+    # A CPU generator draws on the CPU and the draws move to the sample's device, so both runs see
+    # the same x_T and noise; in float64 they then differ only by kernel round-off.
+    solver, options = variant
+    sde = SDES[name]
+    runs = []
+    for device in ("cpu", "cuda"):
+        res = sd.sample(
+            sde,
+            sd.exact_score(sde, RING.to(device=device)),
+            (256, 2),
+            solver,
+            steps=20,
+            dtype=F64,
+            device=device,
+            generator=torch.Generator().manual_seed(0),
+            **options,
+        )
+        assert res.samples.device.type == device
+        runs.append(res.samples.cpu())
+    assert_close(runs[1], runs[0], rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", FIXED_VARIANTS, ids=FIXED_IDS)
+def test_cuda_fixed_step_loop_has_no_per_step_sync(variant):
+    # CUDA's own sync detector: every synchronising call warns. The count must not grow with the
+    # number of steps (the one sync left is the non-finite check at the end).
+    import warnings
+
+    solver, options = variant
+    sde = SDES["vp"]
+    score = sd.exact_score(sde, RING.to(device="cuda"))
+
+    def syncs(steps: int, **kw) -> int:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                sd.sample(sde, score, (64, 2), solver, steps=steps, device="cuda", **kw, **options)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    g = torch.Generator(device="cuda")
+    syncs(5, generator=g.manual_seed(0))  # one-off CUDA initialisation is not a per-step cost
+    assert syncs(50, generator=g.manual_seed(0)) == syncs(5, generator=g.manual_seed(0))
+    seeds = list(range(64))
+    assert syncs(50, seeds=seeds) == syncs(5, seeds=seeds)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("solver", sd.SOLVERS)
+def test_every_solver_samples_the_target_on_cuda(solver):
+    # Float32 on the GPU with a CUDA generator: the same criterion as on the CPU above.
+    sde = SDES["vp"]
+    reference, floor = ring_reference("vp")
+    steps = {"steps": 1000} if needs_steps(solver) else {}
+    res = sd.sample(
+        sde,
+        sd.exact_score(sde, RING.to(device="cuda")),
+        (N_MMD, 2),
+        solver,
+        device="cuda",
+        dtype=torch.float32,
+        generator=torch.Generator(device="cuda").manual_seed(7),
+        **steps,
+        **SAMPLING_OPTIONS.get(solver, {}),
+    )
+    assert res.samples.device.type == "cuda"
+    value = mmd(res.samples.cpu(), reference)
+    assert value <= 3 * floor, (value / floor, value, floor)

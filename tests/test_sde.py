@@ -468,7 +468,6 @@ def test_bad_sde_arguments_raise_value_error_naming_them(make, argument):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", NAMES)
 def test_outputs_stay_on_the_input_device(name):
     sde = SDES[name]

@@ -105,10 +105,11 @@ class GaussianFourierProjection(nn.Module):
 class SinusoidalEmbedding(nn.Module):
     """Transformer positional embedding of a scalar, as DDPM uses for its timestep.
 
-    emb(s)_i = cos(s * w_i), emb(s)_{half+i} = sin(s * w_i), w_i = max_period^(-i / half),
-    with s = input_scale * t (Vaswani et al. 2017, Sec. 3.5; Ho et al. 2020, App. B). DDPM feeds
-    integer steps 0..999; with continuous t in [0, 1] the default ``input_scale=1000`` gives the
-    same frequency range (the ``t * 999`` of score_sde_pytorch, made a named argument).
+    ``emb(s)_i = cos(s * w_i)``, ``emb(s)_{half+i} = sin(s * w_i)``,
+    ``w_i = max_period^(-i / half)``, with s = input_scale * t (Vaswani et al. 2017, Sec. 3.5;
+    Ho et al. 2020, App. B). DDPM feeds integer steps 0..999; with continuous t in [0, 1] the
+    default ``input_scale=1000`` gives the same frequency range (the ``t * 999`` of
+    score_sde_pytorch, made a named argument).
 
     Args:
         dim: output size (even).

@@ -33,32 +33,75 @@ def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
     return p1, p2, 0.5 - p2 / h
 
 
-def _taylor_terms(lams: list[Tensor], ms: list[Tensor], lam1: Tensor, order: int):
-    """Divided-difference estimates (m0, h m', h^2 m'') at lambda_0 = lams[-1] from the last
-    ``order`` evaluations (Lu et al. 2022b, Alg. 2 and App. B), with h = lam1 - lambda_0."""
-    h = lam1 - lams[-1]
-    m0 = ms[-1]
-    if order == 1:
-        return h, (m0,)
-    r0 = (lams[-1] - lams[-2]) / h
-    d1_0 = (m0 - ms[-2]) / r0
-    if order == 2:
-        return h, (m0, d1_0)
-    r1 = (lams[-2] - lams[-3]) / h
-    d1_1 = (ms[-2] - ms[-3]) / r1
-    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-    # (d1_0 - d1_1) / (r0 + r1) estimates h^2 m'' / 2; the Taylor weight phi_3 multiplies h^2 m''.
-    d2 = 2 * (d1_0 - d1_1) / (r0 + r1)
-    return h, (m0, d1, d2)
+def _grid(ctx: Context, ts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(alpha, sigma, lambda) at every grid time, float64, computed once per solve."""
+    log_alpha, log_sigma = ctx.sde._log_alpha(ts), ctx.sde._log_sigma(ts)
+    return torch.exp(log_alpha), torch.exp(log_sigma), log_alpha - log_sigma
 
 
-def _order_at(order: int, i: int, steps: int, lower_order_final: bool) -> int:
-    """Warm up with lower orders (not enough history yet) and, on short grids, finish with lower
-    orders too: higher-order steps near t = 0 cause artifacts (Lu et al. 2022b, Sec. 5)."""
-    k = min(order, i + 1)
-    if lower_order_final and steps < 15:
-        k = min(k, steps - i)
-    return k
+def _multistep_weights(
+    h: Tensor, phis: tuple[Tensor, Tensor, Tensor], orders: list[int], midpoint: bool
+) -> Tensor:
+    """(steps, 3) weights w with sum_j w_j m_{i-j} = phi_1 m0 + phi_2 D1 + phi_3 D2 at step i.
+
+    D1 ~ h m' and D2 ~ h^2 m'' are the divided differences of the last ``orders[i]`` model
+    outputs (Lu et al. 2022b, Alg. 2 and App. B), with r0 = h_{i-1} / h_i, r1 = h_{i-2} / h_i:
+        D1_0 = (m0 - m1) / r0,  D1_1 = (m1 - m2) / r1,
+        order 2: D1 = D1_0;  order 3: D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),
+                             D2 = 2 (D1_0 - D1_1) / (r0 + r1).
+    (D1_0 - D1_1) / (r0 + r1) estimates h^2 m'' / 2 and the Taylor weight phi_3 multiplies
+    h^2 m'', hence the 2 that the reference code and diffusers omit. Being linear in the m's, the
+    step is a fixed combination of them: computed for the whole grid here, so a step launches
+    only the tensor updates. ``midpoint`` replaces phi_2 by phi_1 / 2 at order 2.
+    """
+    p1, p2, p3 = phis
+    ones = torch.ones_like(h[:2])
+    r0 = torch.cat([ones[:1], h[:-1]]) / h  # the entries a step's order does not use are unused
+    r1 = torch.cat([ones, h[:-2]]) / h
+    zero = torch.zeros_like(h)
+    q = (0.5 * p1 if midpoint else p2) / r0
+    a = (p2 * (1 + r0 / (r0 + r1)) + 2 * p3 / (r0 + r1)) / r0  # weight of D1_0 / r0 ...
+    b = -(p2 * r0 / (r0 + r1) + 2 * p3 / (r0 + r1)) / r1  # ... and of D1_1 / r1
+    by_order = {
+        1: torch.stack([p1, zero, zero], 1),
+        2: torch.stack([p1 + q, -q, zero], 1),
+        3: torch.stack([p1 + a, b - a, -b], 1),
+    }
+    k = torch.tensor(orders, device=h.device)[:, None]
+    return torch.where(k == 1, by_order[1], torch.where(k == 2, by_order[2], by_order[3]))
+
+
+def _orders(order: int, ts: Tensor, lower_order_final: bool) -> list[int]:
+    """Each step's order: warm up with lower orders (not enough history yet) and, on short grids,
+    finish with lower orders too: higher-order steps near t = 0 cause artifacts (Lu et al. 2022b,
+    Sec. 5). A grid ending at t = 0 (sigma = 0, lambda = +inf) gets order 0 for its last step, the
+    marker of the limit h -> inf that each solver handles (decided once, here, with one sync)."""
+    steps = ts.numel() - 1
+    orders = [
+        min(order, i + 1, steps - i if lower_order_final and steps < 15 else order)
+        for i in range(steps)
+    ]
+    if bool(ts[-1] <= 0):
+        orders[-1] = 0
+    return orders
+
+
+def _multistep(ctx: Context, i: int, t0: Tensor, x: Tensor, state: dict, keep: int) -> Tensor:
+    """One step x_1 = ratio x + sum_j w_j m_{i-j} with the model output m = m_x x + m_score score
+    (m_x None: m_score score) appended to the history of the last ``keep`` outputs."""
+    score = ctx.score(x, t0)
+    if state["m_x"] is None:
+        m = state["m_score"][i] * score
+    else:
+        m = torch.addcmul(state["m_x"][i] * x, state["m_score"][i], score)
+    ms = state["ms"]
+    ms.append(m)
+    del ms[:-keep]
+    w = state["w"][i]
+    x1 = state["ratio"][i] * x
+    for j in range(state["orders"][i]):  # addcmul: one kernel per term (a 0-d weight, no sync)
+        x1 = torch.addcmul(x1, w[j], ms[-1 - j])
+    return x1
 
 
 class DDIM(Solver):
@@ -83,18 +126,20 @@ class DDIM(Solver):
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0
 
+    def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
+        # x_1 = (alpha_1/alpha_0) x + (alpha_1 sigma_0^2/alpha_0 - c sigma_0) score + sigma_eta z
+        # with c = sqrt(sigma_1^2 - sigma_eta^2): per-step scalars, computed once for the grid.
+        alpha, sigma, _ = _grid(ctx, ts)
+        a0, s0, a1, s1 = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
+        var_eta = self.eta**2 * ctx.sde.transition(ts[1:], ts[:-1])[1] * (s1 / s0) ** 2
+        c = torch.sqrt(s1**2 - var_eta)
+        return {"x": a1 / a0, "score": a1 * s0**2 / a0 - c * s0, "noise": torch.sqrt(var_eta)}
+
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        score = ctx.score(x, t0)
-        alpha0, sigma0 = ctx.coeffs(t0)
-        alpha1, sigma1 = ctx.coeffs(t1)
-        x0_hat = (x + sigma0**2 * score) / alpha0
-        eps_hat = -sigma0 * score
+        x1 = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
         if self.eta == 0:
-            return alpha1 * x0_hat + sigma1 * eps_hat, state
-        v = ctx.sde.transition(t1, t0)[1]
-        var_eta = self.eta**2 * v * (sigma1 / sigma0) ** 2
-        x1 = alpha1 * x0_hat + torch.sqrt(sigma1**2 - var_eta) * eps_hat
-        return x1 + torch.sqrt(var_eta) * ctx.noise(), state
+            return x1, state
+        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
 
 
 class DPMSolver(Solver):
@@ -127,42 +172,30 @@ class DPMSolver(Solver):
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
         self.lower_order_final = lower_order_final
 
-    def init(self, ctx: Context, x: Tensor, ts: Tensor):
-        # An explicit grid may end at t = 0 (sigma = 0, lambda = +inf): the last step is then the
-        # limit h -> inf of every order, x_1 = alpha_1 x0_hat (decided once here, not per step).
-        return {
-            "lams": [],
-            "ms": [],
-            "lam_grid": ctx.sde._log_alpha(ts) - ctx.sde._log_sigma(ts),
-            "zero_end": bool(ts[-1] <= 0),
-        }
-
-    def _model(self, ctx: Context, x: Tensor, t: Tensor) -> Tensor:
-        score = ctx.score(x, t)
-        if self.prediction == "data":
-            return ctx.data_pred(x, t, score)
-        return -ctx.coeffs(t)[1] * score
+    def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
+        alpha, sigma, lam = _grid(ctx, ts)
+        a0, s0, a1, s1 = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
+        h = lam[1:] - lam[:-1]
+        orders = _orders(self.order, ts, self.lower_order_final)
+        data = self.prediction == "data"
+        w = _multistep_weights(
+            h, _phis(h, -1 if data else 1), orders, self.solver_type == "midpoint"
+        )
+        ratio = s1 / s0 if data else a1 / a0
+        w = w * (a1 if data else -s1)[:, None]
+        if orders[-1] == 0:  # sigma_1 = 0: the limit h -> inf of every order, x_1 = alpha_1 x0_hat
+            orders[-1] = 1
+            w[-1] = 0.0
+            if data:
+                ratio[-1], w[-1, 0] = 0.0, a1[-1]
+            else:
+                w[-1, 0] = -a1[-1] * s0[-1] / a0[-1]
+        # The model output m: data form (x + sigma^2 score) / alpha, noise form -sigma score.
+        m_x, m_score = (1 / a0, s0**2 / a0) if data else (None, -s0)
+        return {"ms": [], "orders": orders, "ratio": ratio, "w": w, "m_x": m_x, "m_score": m_score}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        lams, ms = state["lams"], state["ms"]
-        lams.append(state["lam_grid"][i])
-        ms.append(self._model(ctx, x, t0))
-        del lams[: -self.order], ms[: -self.order]
-        alpha0, sigma0 = ctx.coeffs(t0)
-        alpha1, sigma1 = ctx.coeffs(t1)
-        if state["zero_end"] and i == ctx.steps - 1:
-            x0_hat = ms[-1] if self.prediction == "data" else (x - sigma0 * ms[-1]) / alpha0
-            return alpha1 * x0_hat, state
-        k = _order_at(self.order, i, ctx.steps, self.lower_order_final)
-        h, terms = _taylor_terms(lams, ms, state["lam_grid"][i + 1], k)
-        sign = -1 if self.prediction == "data" else 1
-        phis = list(_phis(h, sign))
-        if k == 2 and self.solver_type == "midpoint":
-            phis[1] = 0.5 * phis[0]
-        acc = sum(p * m for p, m in zip(phis, terms, strict=False))
-        if self.prediction == "data":
-            return (sigma1 / sigma0) * x + alpha1 * acc, state
-        return (alpha1 / alpha0) * x - sigma1 * acc, state
+        return _multistep(ctx, i, t0, x, state, self.order), state
 
 
 class DPMSolverSDE(Solver):
@@ -184,23 +217,30 @@ class DPMSolverSDE(Solver):
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
         self.lower_order_final = lower_order_final
 
-    init = DPMSolver.init
-
-    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        lams, ms = state["lams"], state["ms"]
-        lams.append(state["lam_grid"][i])
-        ms.append(ctx.data_pred(x, t0, ctx.score(x, t0)))
-        del lams[: -self.order], ms[: -self.order]
-        _, sigma0 = ctx.coeffs(t0)
-        alpha1, sigma1 = ctx.coeffs(t1)
-        if state["zero_end"] and i == ctx.steps - 1:  # sigma_1 = 0: no noise, x_1 = alpha_1 x0_hat
-            return alpha1 * ms[-1], state
-        k = _order_at(self.order, i, ctx.steps, self.lower_order_final)
-        h, terms = _taylor_terms(lams, ms, state["lam_grid"][i + 1], k)
+    def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
+        alpha, sigma, lam = _grid(ctx, ts)
+        a0, s0, a1, s1 = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
+        h = lam[1:] - lam[:-1]
         # int_0^h 2 e^{-2(h-u)} u^k/k! du = (2h)^k phi_{k+1}(2h) / 2^k: substitute w = 2u.
         p1, p2, _ = _phis(2 * h, -1)
-        acc = p1 * terms[0]
-        if k == 2:
-            acc = acc + (0.5 * p1 if self.solver_type == "midpoint" else p2) * terms[1]
-        x1 = (sigma1 / sigma0) * torch.exp(-h) * x + alpha1 * acc
-        return x1 + sigma1 * torch.sqrt(p1) * ctx.noise(), state
+        orders = _orders(self.order, ts, self.lower_order_final)
+        phis = (p1, p2, torch.zeros_like(p1))
+        w = _multistep_weights(h, phis, orders, self.solver_type == "midpoint") * a1[:, None]
+        ratio, noise = (s1 / s0) * torch.exp(-h), s1 * torch.sqrt(p1)
+        if orders[-1] == 0:  # sigma_1 = 0: no noise, x_1 = alpha_1 x0_hat
+            orders[-1] = 1
+            w[-1] = 0.0
+            ratio[-1], w[-1, 0], noise[-1] = 0.0, a1[-1], 0.0
+        return {
+            "ms": [],
+            "orders": orders,
+            "ratio": ratio,
+            "w": w,
+            "m_x": 1 / a0,
+            "m_score": s0**2 / a0,
+            "noise": noise,
+        }
+
+    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
+        x1 = _multistep(ctx, i, t0, x, state, self.order)
+        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state

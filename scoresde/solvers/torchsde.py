@@ -14,9 +14,9 @@ __all__ = ["TorchsdeSDE", "TorchsdeSolver", "to_torchsde"]
 class TorchsdeSDE(torch.nn.Module):
     """An object ``torchsde.sdeint`` accepts (``noise_type="diagonal"``, ``sde_type="ito"``).
 
-    Wraps a forward :class:`~scoresde.sde.SDE` (time runs forward, s = t) or a
-    :class:`~scoresde.sde.ReverseSDE`, which torchsde integrates in reversed time s = T - t:
-    y(s) = x(T - s) solves dy = -[f - g^2 score](y, T - s) ds + g(T - s) dW_s (Anderson 1982).
+    Wraps a forward ``SDE`` (time runs forward, s = t) or a ``ReverseSDE``, which torchsde
+    integrates in reversed time s = T - t: y(s) = x(T - s) solves
+    ``dy = -[f - g^2 score](y, T - s) ds + g(T - s) dW_s`` (Anderson 1982).
     torchsde works on (batch, d) states, so events are flattened and reshaped around each call.
     """
 
