@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .compare import add_compare_parser, add_demo_parser
+from .compare import _parse_value, add_compare_parser, add_demo_parser
 
 SDE_NAMES = ("vp", "subvp", "ve")
 
@@ -118,11 +118,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from .plots import save_samples
     from .sampling import sample
-    from .training import load_model
+    from .training import event_shape, load_model
 
     model, meta = load_model(args.checkpoint, ema=not args.raw_weights, device=args.device)
     model.eval()
-    shape = (args.n, *_event_shape(meta))
+    shape = (args.n, *event_shape(meta))
     options = dict(kv.split("=", 1) for kv in args.option)
     options = {k: _parse_value(v) for k, v in options.items()}
     score_fn = _guided_score(model, args)
@@ -227,22 +227,6 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         f"({out.nfe} score evaluations)"
     )
     return 0
-
-
-def _event_shape(meta: dict) -> tuple[int, ...]:
-    cfg = meta["net"]["config"]
-    if meta["net"]["class"] == "UNet":
-        return (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    return (cfg["dim"],)
-
-
-def _parse_value(v: str):
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(v.lower(), v)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -197,12 +197,11 @@ def checkpoint_problem(
     permutation: the sets are disjoint, so ``compare`` needs ``(1 + 2 * FLOOR_PAIRS) * n`` items).
     The reference solve uses a float64 copy of the model (see ``compare``).
     """
-    from .cli import _event_shape
-    from .training import load_model
+    from .training import event_shape, load_model
 
     model, meta = load_model(path, ema=ema, device=device)
     model.eval()
-    event = _event_shape(meta)
+    event = event_shape(meta)
     data_name, draw = _data_sets(data, event, seed)
     return Problem(
         f"{'/'.join(Path(path).parts[-2:])} ({data_name})",  # the full path is in info

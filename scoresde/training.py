@@ -313,6 +313,14 @@ def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def event_shape(meta: dict) -> tuple[int, ...]:
+    """The shape of one sample of a checkpoint's model, from its JSON config (``load_model``)."""
+    cfg = meta["net"]["config"]
+    if meta["net"]["class"] == "UNet":
+        return (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    return (cfg["dim"],)
+
+
 def load_model(path: str | Path, ema: bool = True, device=None) -> tuple[ScoreModel, dict]:
     """Rebuild the ScoreModel of a checkpoint (EMA weights by default) and return it with its meta.
 
