@@ -392,7 +392,9 @@ class VPSDE(_BetaSDE):
         alpha(t_i)^2 = prod_{j<=i} (1 - beta_j) for the betas of ``discrete_betas(n)``, so sampling
         on ``discrete_times(n).flip(0)`` with the ``ancestral`` solver is exactly DDPM. The chain
         decays slightly faster than exp(-B(t)), so t_N exceeds 1 by O(sum beta_i^2) (1.0034 for
-        N = 1000): use ``VPSDE(..., T=float(discrete_times(n)[-1]))`` to run the whole chain.
+        N = 1000): with the linear schedule use ``VPSDE(..., T=float(discrete_times(n)[-1]))`` to
+        run the whole chain. The cosine schedule's last times lie beyond its clipped T = 0.998 (its
+        chain clips beta at 0.999 instead), so only the steps up to T can be run in continuous time.
         """
         b = torch.cat([torch.zeros(1, dtype=torch.float64), -torch.log1p(-self.discrete_betas(n))])
         return self.schedule.inverse_integral(torch.cumsum(b, 0))

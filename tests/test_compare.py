@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+import scoresde as sd
 from scoresde.compare import (
     PROBLEMS,
     Problem,
@@ -54,6 +55,23 @@ def test_error_falls_with_steps_and_tight_solver_is_near_reference(table):
     # by 20 steps the samples are indistinguishable from exact ones (MMD² within the noise band)
     assert table.at_floor(rows[("ode_heun", 20)], "mmd2")
     assert rows[("ode_rk45", None)]["ref_rms"] < 1e-3
+
+
+def test_reference_distances_match_the_exact_flow_map():
+    # Gaussian data: the PF-ODE map is known in closed form, so the row's ref_rms / ref_median
+    # (against the float64 rk45 reference) must equal the distances to the exact flow of the same
+    # x_T (compare draws z with seed + 1) up to the reference solve's own error (~1e-7).
+    mean = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
+    std = torch.tensor([[0.5, 0.2]], dtype=torch.float64)
+    sde, seed = VPSDE(), 4
+    t = compare(sd.GaussianMixture(mean, std), sde, ["ode_heun"], [8], n=300, seed=seed)
+    (row,) = t.rows
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    exact = sd.gaussian_flow_map(sde, mean, std)(z * sde.prior_std, sde.T, sde.sampling_eps)
+    per_sample = (t.samples[("ode_heun", 8)].double() - exact).pow(2).mean(1).sqrt()
+    assert row["ref_rms"] == pytest.approx(float(per_sample.pow(2).mean().sqrt()), abs=1e-6)
+    assert row["ref_median"] == pytest.approx(float(per_sample.median()), abs=1e-6)
+    assert row["ref_median"] > 1e-4  # 8 Heun steps are far from exact: the check is not vacuous
 
 
 def test_common_random_numbers_make_rows_reproducible(table):
