@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         warmup=args.warmup,
+        decay_steps=args.steps if args.lr_decay == "cosine" else 0,
         ema_decay=args.ema_decay,
         weighting=args.weighting,
         seed=args.seed,
@@ -246,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=256)
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--warmup", type=int, default=200)
+    tr.add_argument(
+        "--lr-decay",
+        choices=("none", "cosine"),
+        default="none",
+        help="cosine: decay the learning rate to 0 over --steps",
+    )
     tr.add_argument("--ema-decay", type=float, default=0.999)
     tr.add_argument("--weighting", default="sigma2", choices=("sigma2", "likelihood", "none"))
     tr.add_argument("--parameterization", default="eps", choices=("eps", "score", "x0", "v"))

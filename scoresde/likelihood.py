@@ -23,10 +23,10 @@ from torch import Tensor
 
 from .sde import SDE, ScoreFn, batch_coeff, randn
 from .solvers.base import CountingScore, check_choice
-from .solvers.ode import dopri5
+from .solvers.ode import FIXED_STEPS, dopri5, scipy_solve
 
 DIVERGENCES = ("exact", "hutchinson")
-INTEGRATORS = ("rk45", "scipy", "euler", "heun", "rk4")
+INTEGRATORS = ("rk45", "scipy", *FIXED_STEPS)
 
 
 @dataclass
@@ -59,6 +59,7 @@ def _divergence_fn(sde: SDE, score: CountingScore, event: tuple[int, ...], diver
     d = math.prod(event)
 
     def fn(y: Tensor, t: Tensor) -> Tensor:
+        t = t.expand(y.shape[0])  # the fixed-step rules and scipy_solve pass a 0-d t
         with torch.enable_grad():
             x = y[:, :d].detach().reshape(-1, *event).requires_grad_(True)
             s = score(x, t)
@@ -143,106 +144,34 @@ def log_likelihood(
         raise ValueError(f"eps must be in (0, T) = (0, {sde.T}), got {eps!r}")
     if n_probes < 1:
         raise ValueError(f"n_probes must be >= 1, got {n_probes!r}")
-    if integrator in ("euler", "heun", "rk4") and not (isinstance(steps, int) and steps >= 1):
+    if integrator in FIXED_STEPS and not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"integrator {integrator!r} needs steps (an integer >= 1)")
 
     score = CountingScore(score_fn)
-    chunk = chunk_size or x.shape[0]
-    parts = [
-        _solve_chunk(
-            sde,
-            score,
-            xc,
-            divergence,
-            n_probes,
-            probe,
-            eps,
-            integrator,
-            rtol,
-            atol,
-            steps,
-            method,
-            generator,
-        )
-        for xc in x.split(chunk)
-    ]
+    parts = []
+    for xc in x.split(chunk_size or x.shape[0]):
+        probes = []
+        if divergence == "hutchinson":
+            for _ in range(n_probes):
+                v = randn(xc.shape, generator, xc.device, xc.dtype)
+                probes.append(v.sign() if probe == "rademacher" else v)
+        fn = _divergence_fn(sde, score, tuple(xc.shape[1:]), divergence, probes)
+        y = torch.cat([xc.reshape(xc.shape[0], -1), xc.new_zeros(xc.shape[0], 1)], dim=1)
+        chunk_stats: dict[str, Tensor] = {}
+        if integrator == "rk45":
+            y, chunk_stats = dopri5(fn, y, eps, sde.T, rtol, atol)
+        elif integrator == "scipy":
+            y, _ = scipy_solve(fn, y, eps, sde.T, method, rtol, atol)
+        else:
+            ts = torch.linspace(eps, sde.T, steps + 1, dtype=torch.float64, device=y.device)
+            for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
+                y = FIXED_STEPS[integrator](fn, y, t0, t1)
+        parts.append((y[:, :-1].reshape(xc.shape), y[:, -1], chunk_stats))
     x_T = torch.cat([p[0] for p in parts])
     delta = torch.cat([p[1] for p in parts])
-    stats: dict[str, Any] = {}
-    for key in parts[0][2]:
-        stats[key] = torch.cat([p[2][key] for p in parts])
+    stats = {key: torch.cat([p[2][key] for p in parts]) for key in parts[0][2]}
     prior = (prior_logp or sde.prior_logp)(x_T)
     return LikelihoodResult(prior + delta, prior, delta, x_T, score.nfe, eps, stats)
-
-
-def _solve_chunk(
-    sde,
-    score,
-    x,
-    divergence,
-    n_probes,
-    probe,
-    eps,
-    integrator,
-    rtol,
-    atol,
-    steps,
-    method,
-    generator,
-):
-    event = tuple(x.shape[1:])
-    probes = []
-    if divergence == "hutchinson":
-        for _ in range(n_probes):
-            v = randn(x.shape, generator, x.device, x.dtype)
-            probes.append(v.sign() if probe == "rademacher" else v)
-    fn = _divergence_fn(sde, score, event, divergence, probes)
-    y0 = torch.cat([x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0], 1)], dim=1)
-    stats: dict[str, Tensor] = {}
-    if integrator == "rk45":
-        y, stats = dopri5(fn, y0, eps, sde.T, rtol, atol)
-    elif integrator == "scipy":
-        y = _scipy_solve(fn, y0, eps, sde.T, rtol, atol, method)
-    else:
-        y = _fixed_solve(fn, y0, eps, sde.T, steps, integrator)
-    return y[:, :-1].reshape(x.shape), y[:, -1], stats
-
-
-def _fixed_solve(fn, y, t0: float, t1: float, steps: int, rule: str) -> Tensor:
-    ts = torch.linspace(t0, t1, steps + 1, dtype=torch.float64, device=y.device)
-    for a, b in zip(ts[:-1], ts[1:], strict=True):
-        h = b - a
-        ta, tb = a.expand(y.shape[0]), b.expand(y.shape[0])
-        k1 = fn(y, ta)
-        if rule == "euler":
-            y = y + h * k1
-        elif rule == "heun":
-            y = y + 0.5 * h * (k1 + fn(y + h * k1, tb))
-        else:
-            tm = (a + 0.5 * h).expand(y.shape[0])
-            k2 = fn(y + 0.5 * h * k1, tm)
-            k3 = fn(y + 0.5 * h * k2, tm)
-            k4 = fn(y + h * k3, tb)
-            y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    return y
-
-
-def _scipy_solve(fn, y0: Tensor, t0: float, t1: float, rtol, atol, method) -> Tensor:
-    from scipy.integrate import solve_ivp
-
-    shape, dtype, device = y0.shape, y0.dtype, y0.device
-
-    def rhs(t, y):
-        yt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
-        tt = torch.full((shape[0],), t, dtype=torch.float64, device=device)
-        return fn(yt, tt).reshape(-1).double().cpu().numpy()
-
-    sol = solve_ivp(
-        rhs, (t0, t1), y0.reshape(-1).double().cpu().numpy(), method=method, rtol=rtol, atol=atol
-    )
-    if not sol.success:
-        raise RuntimeError(f"scipy solve_ivp ({method}) failed: {sol.message}")
-    return torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
 
 
 def dequantize(

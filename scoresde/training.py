@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields
@@ -37,6 +38,7 @@ class TrainConfig:
     batch_size: int = 128  # per rank
     lr: float = 2e-4
     warmup: int = 500  # linear learning-rate warm-up steps
+    decay_steps: int = 0  # cosine decay from lr (after warm-up) to 0 at this step; 0: constant
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_decay: float = 0.999  # with warm-up min(decay, (1 + k) / (10 + k))
     weighting: str = "sigma2"
@@ -55,6 +57,19 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.decay_steps and not self.decay_steps > self.warmup:
+            raise ValueError(
+                f"decay_steps must exceed warmup ({self.warmup}) or be 0, got {self.decay_steps}"
+            )
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based): linear warm-up, then constant or a cosine
+        decay to 0 at ``decay_steps`` (Loshchilov & Hutter 2017, without restarts)."""
+        lr = self.lr * min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else self.lr
+        if self.decay_steps:
+            progress = min(1.0, max(0.0, (step - self.warmup) / (self.decay_steps - self.warmup)))
+            lr *= 0.5 * (1 + math.cos(math.pi * progress))
+        return lr
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 <= self.p_uncond < 1:
@@ -180,9 +195,8 @@ class Trainer:
 
     def train_step(self) -> Tensor:
         cfg = self.config
-        lr = cfg.lr * min(1.0, (self.step + 1) / cfg.warmup) if cfg.warmup > 0 else cfg.lr
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = cfg.lr_at(self.step)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(_seed(cfg.seed, self.rank, self.step, 0xD409))  # dropout
             loss = self.loss_at(self.step)

@@ -13,6 +13,7 @@ import torch
 from torch.testing import assert_close
 
 import scoresde as sd
+from scoresde.solvers.ode import FIXED_STEPS
 
 F64 = torch.float64
 SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
@@ -39,6 +40,29 @@ def prior_draw(sde, n: int = 64, seed: int = 0) -> torch.Tensor:
 def exact_endpoint(sde, x_T: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     eps = sde.sampling_eps if eps is None else eps
     return sd.gaussian_flow_map(sde, MEAN, STD)(x_T, sde.T, eps)
+
+
+@pytest.mark.parametrize("rule, order", [("euler", 1), ("heun", 2), ("rk4", 4)])
+def test_fn_based_step_rules_have_their_order_on_exponential_decay(rule, order):
+    # dy/dt = -y, y(0) = y0: y(1) = y0 exp(-1). The rules take any fn(y, t) and 0-d times.
+    y0 = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    calls = []
+
+    def fn(y, t):
+        calls.append(t.dim())
+        return -y
+
+    steps = [2**k for k in range(2, 8)]
+    errors = []
+    for n in steps:
+        y = y0
+        ts = torch.linspace(0.0, 1.0, n + 1, dtype=F64)
+        for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
+            y = FIXED_STEPS[rule](fn, y, t0, t1)
+        errors.append(float((y - y0 * np.exp(-1.0)).abs().max()))
+    assert calls == [0] * order * sum(steps)  # one call per stage (stages = order here), 0-d t
+    slope = fitted_slope([1 / n for n in steps], errors)
+    assert abs(slope - order) <= 0.25, (slope, errors)
 
 
 @pytest.mark.parametrize("solver", list(ORDERS))

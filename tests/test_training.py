@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -32,14 +33,16 @@ def params(module):
     return [p.detach().clone() for p in module.parameters()]
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    straight = make_trainer()
+@pytest.mark.parametrize("decay_steps", [0, 40])
+def test_resume_continues_bit_for_bit(tmp_path, decay_steps):
+    straight = make_trainer(decay_steps=decay_steps)
     straight.train(40, progress=False)
 
-    first = make_trainer(tmp_path)
+    first = make_trainer(tmp_path, decay_steps=decay_steps)
     first.train(20, progress=False)
     first.save()
-    resumed = make_trainer(seed=123)  # a different initialisation, overwritten by the checkpoint
+    # a different initialisation, overwritten by the checkpoint
+    resumed = make_trainer(seed=123, decay_steps=decay_steps)
     resumed.load(tmp_path / "checkpoint")
     assert resumed.step == 20
     resumed.train(20, progress=False)
@@ -47,6 +50,20 @@ def test_resume_continues_bit_for_bit(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(params(straight.ema), params(resumed.ema), strict=True):
         assert torch.equal(a, b)
+
+
+def test_cosine_decay_follows_its_closed_form():
+    # lr_k = lr min(1, (k+1)/w) (1 + cos(pi clip((k - w) / (D - w), 0, 1))) / 2
+    # (Loshchilov & Hutter 2017, no restarts).
+    tr = make_trainer(warmup=4, lr=1e-2, decay_steps=24)
+    for k in range(30):
+        tr.train_step()
+        progress = min(1.0, max(0.0, (k - 4) / 20))
+        expected = 1e-2 * min(1, (k + 1) / 4) * 0.5 * (1 + math.cos(math.pi * progress))
+        assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-15)
+    assert tr.optimizer.param_groups[0]["lr"] == 0.0  # decayed to zero and held there
+    with pytest.raises(ValueError, match="decay_steps"):
+        TrainConfig(warmup=10, decay_steps=10)
 
 
 def test_ema_and_learning_rate_follow_their_recurrences():

@@ -10,49 +10,72 @@ from torch import Tensor
 
 from .base import Context, NonFiniteError, Solver
 
+Drift = Callable[[Tensor, Tensor], Tensor]
+
+
+def euler_step(fn: Drift, y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+    """One explicit Euler step of dy/dt = fn(y, t): y1 = y + (t1 - t0) fn(y, t0). Order 1.
+
+    The fixed-step rules take 0-d time tensors (so h = t1 - t0 broadcasts over y), pass them to
+    ``fn`` unchanged, and call it once per stage.
+    """
+    return y + (t1 - t0) * fn(y, t0)
+
+
+def heun_step(fn: Drift, y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+    """Heun's method (explicit trapezoidal rule; Karras et al. 2022, Alg. 1 without churn).
+
+    d0 = fn(y, t0); y1 = y + h (d0 + fn(y + h d0, t1)) / 2 with h = t1 - t0. Order 2.
+    """
+    h = t1 - t0
+    d0 = fn(y, t0)
+    return y + 0.5 * h * (d0 + fn(y + h * d0, t1))
+
+
+def rk4_step(fn: Drift, y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+    """The classical fourth-order Runge–Kutta step (Kutta 1901; Hairer et al. I, II.1). Order 4."""
+    h = t1 - t0
+    tm = t0 + 0.5 * h
+    k1 = fn(y, t0)
+    k2 = fn(y + 0.5 * h * k1, tm)
+    k3 = fn(y + 0.5 * h * k2, tm)
+    k4 = fn(y + h * k3, t1)
+    return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+#: The fixed-step rules by name, as ``log_likelihood``'s ``integrator`` spells them.
+FIXED_STEPS = {"euler": euler_step, "heun": heun_step, "rk4": rk4_step}
+
 
 class ODEEuler(Solver):
-    """Explicit Euler: x1 = x + (t1 - t0) F(x, t0). Order 1, one score call per step."""
+    """Explicit Euler (``euler_step``) on the PF-ODE drift: order 1, one score call per step."""
 
     name = "ode_euler"
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "karras"
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        return x + (t1 - t0) * ctx.pf_drift(x, t0), state
+        return euler_step(ctx.pf_drift, x, t0, t1), state
 
 
 class ODEHeun(Solver):
-    """Heun's method (explicit trapezoidal rule; Karras et al. 2022, Alg. 1 without churn).
-
-    d0 = F(x, t0); x' = x + h d0; x1 = x + h (d0 + F(x', t1)) / 2 with h = t1 - t0. Order 2, two
-    score calls per step.
-    """
+    """Heun's method (``heun_step``) on the PF-ODE drift: order 2, two score calls per step."""
 
     name = "ode_heun"
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        h = t1 - t0
-        d0 = ctx.pf_drift(x, t0)
-        d1 = ctx.pf_drift(x + h * d0, t1)
-        return x + 0.5 * h * (d0 + d1), state
+        return heun_step(ctx.pf_drift, x, t0, t1), state
 
 
 class ODERK4(Solver):
-    """The classical fourth-order Runge–Kutta method. Order 4, four score calls per step."""
+    """Classical RK4 (``rk4_step``) on the PF-ODE drift: order 4, four score calls per step."""
 
     name = "ode_rk4"
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        h = t1 - t0
-        tm = t0 + 0.5 * h
-        k1 = ctx.pf_drift(x, t0)
-        k2 = ctx.pf_drift(x + 0.5 * h * k1, tm)
-        k3 = ctx.pf_drift(x + 0.5 * h * k2, tm)
-        k4 = ctx.pf_drift(x + h * k3, t1)
-        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), state
+        return rk4_step(ctx.pf_drift, x, t0, t1), state
 
 
 # Dormand & Prince 1980, RK5(4)7M: nodes, stage matrix, 5th-order weights, error weights b - b*.
@@ -74,7 +97,7 @@ def _rms(v: Tensor, scale: Tensor) -> Tensor:
 
 
 def dopri5(
-    fn: Callable[[Tensor, Tensor], Tensor],
+    fn: Drift,
     y: Tensor,
     t0: float,
     t1: float,
@@ -207,12 +230,48 @@ def _bc(c: Tensor, x: Tensor) -> Tensor:
     return c.to(x.dtype) if c.is_floating_point() else c
 
 
-class Scipy(Solver):
-    """``scipy.integrate.solve_ivp`` on the flattened batch (Song et al.'s reference approach).
+def scipy_solve(
+    fn: Drift,
+    y0: Tensor,
+    t0: float,
+    t1: float,
+    method: str = "RK45",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+) -> tuple[Tensor, dict[str, int]]:
+    """Solve dy/dt = fn(y, t) from t0 to t1 with ``scipy.integrate.solve_ivp`` on the flat batch.
 
-    Any ``method=`` of solve_ivp ("RK45", "DOP853", "Radau", "LSODA", ...). Runs in float64 numpy;
-    each right-hand-side evaluation moves the state to the device and back, so it is a reference,
-    not a fast path. One error norm covers the whole batch, as in the reference code.
+    Runs in float64 numpy; each evaluation moves the state to y0's device and back (t is a 0-d
+    float64 tensor; autograd off), and one error norm covers the whole batch, as in Song et al.'s
+    reference code. Raises ``NonFiniteError`` if ``fn`` returns NaN/inf and ``RuntimeError`` if
+    solve_ivp fails. Returns y(t1) in y0's dtype, and ``scipy_nfev`` / ``scipy_status``.
+    """
+    from scipy.integrate import solve_ivp
+
+    shape, dtype, device = y0.shape, y0.dtype, y0.device
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        yt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
+        tt = torch.tensor(t, dtype=torch.float64, device=device)
+        with torch.no_grad():
+            out = fn(yt, tt).reshape(-1).double().cpu().numpy()
+        if not np.isfinite(out).all():
+            raise NonFiniteError(f"non-finite values (NaN or inf) appeared at t = {t:.6g}")
+        return out
+
+    y0_np = y0.detach().reshape(-1).double().cpu().numpy()
+    sol = solve_ivp(rhs, (t0, t1), y0_np, method=method, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"scipy solve_ivp ({method}) failed: {sol.message}")
+    y1 = torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
+    return y1, {"scipy_nfev": int(sol.nfev), "scipy_status": int(sol.status)}
+
+
+class Scipy(Solver):
+    """``scipy_solve`` on the PF-ODE of the flattened batch (Song et al.'s reference approach).
+
+    Any ``method=`` of solve_ivp ("RK45", "DOP853", "Radau", "LSODA", ...). A reference, not a
+    fast path: every right-hand-side evaluation moves the state to the device and back.
     """
 
     name = "scipy"
@@ -222,28 +281,8 @@ class Scipy(Solver):
         self.method, self.rtol, self.atol = method, rtol, atol
 
     def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
-        from scipy.integrate import solve_ivp
-
-        shape, dtype, device = x.shape, x.dtype, x.device
-
-        def rhs(t: float, y: np.ndarray) -> np.ndarray:
-            xt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
-            tt = torch.tensor(t, dtype=torch.float64, device=device)
-            with torch.no_grad():
-                out = ctx.pf_drift(xt, tt).reshape(-1).double().cpu().numpy()
-            if not np.isfinite(out).all():
-                raise NonFiniteError(f"non-finite values (NaN or inf) appeared at t = {t:.6g}")
-            return out
-
-        sol = solve_ivp(
-            rhs,
-            (float(t0), float(t1)),
-            x.detach().reshape(-1).double().cpu().numpy(),
-            method=self.method,
-            rtol=self.rtol,
-            atol=self.atol,
+        x, stats = scipy_solve(
+            ctx.pf_drift, x, float(t0), float(t1), self.method, self.rtol, self.atol
         )
-        if not sol.success:
-            raise RuntimeError(f"scipy solve_ivp ({self.method}) failed: {sol.message}")
-        ctx.stats.update(scipy_nfev=int(sol.nfev), scipy_status=int(sol.status))
-        return torch.from_numpy(sol.y[:, -1]).to(device=device, dtype=dtype).reshape(shape)
+        ctx.stats.update(stats)
+        return x
