@@ -48,6 +48,9 @@ class PredictorCorrector(Solver):
         if self.predictor is not None:
             self.predictor.check(sde, steps)
 
+    def init(self, ctx: Context, x: Tensor, ts: Tensor):
+        return self.predictor.init(ctx, x, ts) if self.predictor is not None else None
+
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
         if self.corrector is not None:
             x = self.corrector(ctx, x, t0, t1, t0)

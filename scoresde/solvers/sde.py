@@ -21,15 +21,21 @@ class EulerMaruyama(Solver):
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "karras"
 
+    def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
+        # x1 = (1 - f h) x + g^2 h score + g sqrt(h) z: the per-step scalars, once for the grid
+        # (a step then launches only the tensor updates, no schedule arithmetic).
+        t0, h = ts[:-1], ts[:-1] - ts[1:]
+        g2h = ctx.sde._g2(t0) * h
+        return {"x": 1 - ctx.sde._f(t0) * h, "score": g2h, "noise": torch.sqrt(g2h)}
+
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        h = t0 - t1
-        drift = ctx.reverse_drift(x, t0, ctx.score(x, t0))
-        g = torch.sqrt(ctx.sde._g2(t0) * h)
-        return x - drift * h + g * ctx.noise(), state
+        x1 = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
+        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
 
 
 class ReverseDiffusion(Solver):
-    """Song et al.'s reverse-diffusion predictor (App. E, Eq. 46), via ``sde.discretize``.
+    """Song et al.'s reverse-diffusion predictor (App. E, Eq. 46); ``sde.discretize`` gives the
+    same forward step.
 
     The forward step t1 -> t0 is x_{t0} = x_{t1} + f_d + G z with f_d = (a - 1) x, G^2 = v (the
     exact Gaussian transition); reversed: x1 = x - f_d + G^2 score(x, t0) + G z.
@@ -38,9 +44,14 @@ class ReverseDiffusion(Solver):
     name = "reverse_diffusion"
     stochastic = True
 
+    def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
+        # x1 = (2 - a) x + v score + sqrt(v) z with (a, v) = transition(t1, t0), for the grid.
+        a, v = ctx.sde.transition(ts[1:], ts[:-1])
+        return {"x": 2 - a, "score": v, "noise": torch.sqrt(v)}
+
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        f_d, g = ctx.sde.discretize(x, t0, t0 - t1)
-        return x - f_d + g**2 * ctx.score(x, t0) + g * ctx.noise(), state
+        x1 = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
+        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
 
 
 class Ancestral(Solver):
@@ -71,12 +82,17 @@ class Ancestral(Solver):
                 f"{type(sde).__name__} has none. Use 'reverse_diffusion' or 'euler_maruyama'."
             )
 
-    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        a, v = ctx.sde.transition(t1, t0)
-        x_mean = (x + v * ctx.score(x, t0)) / a
-        if i == ctx.steps - 1:
-            return x_mean, state
+    def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
+        # x1 = x / a + (v / a) score + s z: the per-step scalars, once for the grid.
+        a, v = ctx.sde.transition(ts[1:], ts[:-1])
         var = v
         if self.variance == "posterior":
-            var = v * torch.exp(2 * (ctx.sde._log_sigma(t1) - ctx.sde._log_sigma(t0)))
-        return x_mean + torch.sqrt(var) * ctx.noise(), state
+            log_sigma = ctx.sde._log_sigma(ts)
+            var = v * torch.exp(2 * (log_sigma[1:] - log_sigma[:-1]))
+        return {"x": 1 / a, "score": v / a, "noise": torch.sqrt(var)}
+
+    def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
+        x_mean = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
+        if i == ctx.steps - 1:  # no noise on the final step (Algorithm 2)
+            return x_mean, state
+        return torch.addcmul(x_mean, state["noise"][i], ctx.noise()), state
