@@ -334,7 +334,15 @@ def _parse_value(v: str) -> Any:
 
 
 def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str, Any]]:
-    """``"name"``, ``("name", {options})`` or ``"name:key=val,key=val"`` -> (name, options)."""
+    """``"name"``, ``("name", {options})`` or ``"name:key=val,key=val"`` -> (name, options).
+
+    Examples
+    --------
+    >>> parse_solver("dpm_solver:order=2,prediction=data")
+    ('dpm_solver', {'order': 2, 'prediction': 'data'})
+    >>> parse_solver(("ddim", {"eta": 1.0}))
+    ('ddim', {'eta': 1.0})
+    """
     if isinstance(spec, str):
         name, _, rest = spec.partition(":")
         options = {}

@@ -181,7 +181,22 @@ def _coefficients(sde: SDE, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def exact_score(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike], Tensor]:
-    """The exact score grad_x log p_t(x) of ``data`` diffused by ``sde``; t scalar or (batch,)."""
+    """The exact score grad_x log p_t(x) of ``data`` diffused by ``sde``; t scalar or (batch,).
+
+    Examples
+    --------
+    One Gaussian N(m, s^2) stays Gaussian, N(alpha_t m, alpha_t^2 s^2 + sigma_t^2), so its score
+    is linear in x:
+
+    >>> import torch
+    >>> import scoresde as sd
+    >>> sde, t = sd.VPSDE(), torch.tensor([0.3], dtype=torch.float64)
+    >>> score = sd.exact_score(sde, sd.GaussianMixture([[1.0]], stds=0.5))
+    >>> alpha, sigma = sde.marginal(t)
+    >>> x = torch.tensor([[0.2]], dtype=torch.float64)
+    >>> torch.allclose(score(x, t), -(x - alpha) / (alpha**2 * 0.25 + sigma**2))
+    True
+    """
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         xf = data._check_x(x)

@@ -207,6 +207,21 @@ def sample(
         Called as ``callback(i, t, x)`` after each grid step.
     **solver_options
         Passed to the solver (e.g. ``order=3``, ``snr=0.16``, ``rtol=1e-6``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import scoresde as sd
+    >>> sde = sd.VPSDE()
+    >>> data = sd.GaussianMixture([[-2.0, 0.0], [2.0, 0.0]], stds=0.3)
+    >>> score, g = sd.exact_score(sde, data), torch.Generator().manual_seed(0)
+    >>> res = sd.sample(sde, score, (500, 2), "dpm_solver", steps=10, generator=g)
+    >>> res.samples.shape, res.nfe
+    (torch.Size([500, 2]), 10)
+    >>> sd.sample(sde, score, (500, 2), "dpm", steps=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown solver 'dpm'; valid solvers are (...)
     """
     algo = make_solver(solver, **solver_options)
     shape = tuple(int(s) for s in shape)

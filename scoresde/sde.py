@@ -378,7 +378,16 @@ class VPSDE(_BetaSDE):
         return self.schedule.inverse_integral(torch.nn.functional.softplus(-2 * lam))
 
     def discrete_betas(self, n: int) -> Tensor:
-        """Betas of the N-step DDPM chain (float64); N = 1000 gives linspace(1e-4, 0.02, 1000)."""
+        """Betas of the N-step DDPM chain (float64); N = 1000 gives linspace(1e-4, 0.02, 1000).
+
+        Examples
+        --------
+        >>> import torch
+        >>> import scoresde as sd
+        >>> betas = sd.VPSDE().discrete_betas(1000)
+        >>> torch.allclose(betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
+        True
+        """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         betas = self.schedule.discrete_betas(n)
