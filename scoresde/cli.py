@@ -161,10 +161,7 @@ def _guided_score(model, args: argparse.Namespace):
         if args.guidance != 1.0:
             raise SystemExit("scoresde: --guidance needs --class (the class to guide towards)")
         return model
-    try:
-        return cfg_score_fn(model, args.label, scale=args.guidance)
-    except ValueError as err:
-        raise SystemExit(f"scoresde: {err}") from None
+    return cfg_score_fn(model, args.label, scale=args.guidance)
 
 
 def _inpaint(model, score_fn, shape, args: argparse.Namespace, generator, options):
@@ -179,20 +176,17 @@ def _inpaint(model, score_fn, shape, args: argparse.Namespace, generator, option
             f"scoresde: --inpaint-data has items of shape {tuple(x.shape[1:])}, the model makes "
             f"{tuple(shape[1:])}"
         )
-    try:
-        mask = mask_from_spec(args.inpaint_mask, shape[1:])
-        return inpaint(
-            model.sde,
-            score_fn,
-            x[: args.n].to(args.device),
-            mask.to(args.device),
-            args.inpaint_method,
-            args.steps,
-            generator=generator,
-            **options,
-        )
-    except ValueError as err:
-        raise SystemExit(f"scoresde: {err}") from None
+    mask = mask_from_spec(args.inpaint_mask, shape[1:])
+    return inpaint(
+        model.sde,
+        score_fn,
+        x[: args.n].to(args.device),
+        mask.to(args.device),
+        args.inpaint_method,
+        args.steps,
+        generator=generator,
+        **options,
+    )
 
 
 def cmd_likelihood(args: argparse.Namespace) -> int:
@@ -343,7 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: its message, not a traceback
+        raise SystemExit(f"scoresde: {err}") from None
 
 
 if __name__ == "__main__":

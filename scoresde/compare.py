@@ -870,24 +870,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit("scoresde: --sde cannot be given with --checkpoint (it has its SDE)")
         if args.data is None:
             raise SystemExit("scoresde: --checkpoint needs --data (the reference data set)")
-    try:
-        if args.checkpoint is not None:
-            problem = checkpoint_problem(args.checkpoint, args.data, device=args.device)
-        table = compare(
-            problem,
-            args.sde,
-            split_solvers(args.solvers),
-            _int_list(args.steps),
-            n=args.n,
-            seed=args.seed,
-            metrics=[m for m in args.metrics.split(",") if m],
-            rtols=_float_list(args.rtols),
-            reference_tol=args.reference_tol,
-            n_ref=args.n_ref,
-            device=args.device if args.checkpoint is None else None,
-        )
-    except ValueError as err:  # bad names, data too small or of the wrong shape
-        raise SystemExit(f"scoresde: {err}") from None
+        problem = checkpoint_problem(args.checkpoint, args.data, device=args.device)
+    table = compare(
+        problem,
+        args.sde,
+        split_solvers(args.solvers),
+        _int_list(args.steps),
+        n=args.n,
+        seed=args.seed,
+        metrics=[m for m in args.metrics.split(",") if m],
+        rtols=_float_list(args.rtols),
+        reference_tol=args.reference_tol,
+        n_ref=args.n_ref,
+        device=args.device if args.checkpoint is None else None,
+    )
     print(table)
     files = write_outputs(table, args.out)
     print(f"\nwrote {', '.join(str(f) for f in files)}")

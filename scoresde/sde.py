@@ -432,7 +432,7 @@ class SubVPSDE(_BetaSDE):
 class VESDE(SDE):
     r"""Variance-exploding SDE dx = sqrt(d sigma^2/dt) dw (Song et al. Eq. 9; SMLD's limit).
 
-    sigma(t) = sigma_min (sigma_max / sigma_min)^t and alpha_t = 1. Following Song et al., the
+    sigma(t) = sigma_min (sigma_max / sigma_min)^(t/T) and alpha_t = 1. Following Song et al., the
     marginal std is sigma(t) itself, i.e. p_0 is the data smoothed by N(0, sigma_min^2).
     """
 

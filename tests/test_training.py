@@ -323,6 +323,12 @@ def test_cli_train_sample_likelihood(tmp_path, capsys):
     assert "bits/dim" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["train", "--data", "nonexistent", "--out", str(out)])
+    # library errors reach the user as one line, not a traceback
+    ckpt = str(out / "checkpoint")
+    with pytest.raises(SystemExit, match="needs steps"):
+        cli.main(["sample", "--checkpoint", ckpt, "--out", str(npy)])
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        cli.main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(npy)])
 
 
 @pytest.mark.gpu
