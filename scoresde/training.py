@@ -353,5 +353,7 @@ def load_model(path: str | Path, ema: bool = True, device=None) -> tuple[ScoreMo
 
 
 def train_config_from(meta: dict) -> TrainConfig:
+    """The ``TrainConfig`` a checkpoint was trained with (its JSON ``meta["train"]``), to resume
+    a run in Python with the same settings; keys this version does not know are ignored."""
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in meta["train"].items() if k in names})

@@ -17,7 +17,7 @@ from scoresde.checkpoint import load_checkpoint, save_checkpoint
 from scoresde.data import checkerboard
 from scoresde.model import ScoreModel
 from scoresde.nets import ResidualMLP
-from scoresde.training import TrainConfig, Trainer, load_model
+from scoresde.training import TrainConfig, Trainer, load_model, train_config_from
 
 DATA = checkerboard(4096, torch.Generator().manual_seed(0))
 
@@ -46,6 +46,7 @@ def test_resume_continues_bit_for_bit(tmp_path, decay_steps):
     resumed.load(tmp_path / "checkpoint")
     assert resumed.step == 20
     resumed.train(20, progress=False)
+    assert train_config_from(load_checkpoint(tmp_path / "checkpoint")[1]) == first.config
     for a, b in zip(params(straight.model), params(resumed.model), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(params(straight.ema), params(resumed.ema), strict=True):
