@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Context, Solver, check_choice
+from .base import Context, Solver, affine_step, check_choice
 
 
 def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -33,10 +33,21 @@ def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
     return p1, p2, 0.5 - p2 / h
 
 
-def _grid(ctx: Context, ts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(alpha, sigma, lambda) at every grid time, float64, computed once per solve."""
+def _intervals(ctx: Context, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(alpha_0, sigma_0, alpha_1, sigma_1, h) of every grid interval t0 > t1, float64, once per
+    solve; h = lambda_1 - lambda_0 (+inf on a last interval ending at sigma = 0)."""
     log_alpha, log_sigma = ctx.sde._log_alpha(ts), ctx.sde._log_sigma(ts)
-    return torch.exp(log_alpha), torch.exp(log_sigma), log_alpha - log_sigma
+    alpha, sigma, lam = torch.exp(log_alpha), torch.exp(log_sigma), log_alpha - log_sigma
+    return alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], lam[1:] - lam[:-1]
+
+
+def _end_at_zero(orders: list[int], ratio: Tensor, w: Tensor, ratio_last, w_last) -> None:
+    """A grid ending at t = 0 (``orders[-1] == 0``, see ``_orders``): its last step is the limit
+    h -> inf of every order, x_1 = ratio_last x + w_last m0, an order-1 step (in place)."""
+    if orders[-1] == 0:
+        orders[-1] = 1
+        w[-1] = 0.0
+        ratio[-1], w[-1, 0] = ratio_last, w_last
 
 
 def _multistep_weights(
@@ -129,17 +140,14 @@ class DDIM(Solver):
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
         # x_1 = (alpha_1/alpha_0) x + (alpha_1 sigma_0^2/alpha_0 - c sigma_0) score + sigma_eta z
         # with c = sqrt(sigma_1^2 - sigma_eta^2): per-step scalars, computed once for the grid.
-        alpha, sigma, _ = _grid(ctx, ts)
-        a0, s0, a1, s1 = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
+        a0, s0, a1, s1, _ = _intervals(ctx, ts)
         var_eta = self.eta**2 * ctx.sde.transition(ts[1:], ts[:-1])[1] * (s1 / s0) ** 2
         c = torch.sqrt(s1**2 - var_eta)
         return {"x": a1 / a0, "score": a1 * s0**2 / a0 - c * s0, "noise": torch.sqrt(var_eta)}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        x1 = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
-        if self.eta == 0:
-            return x1, state
-        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
+        noise = ctx.noise() if self.eta > 0 else None
+        return affine_step(state, i, x, ctx.score(x, t0), noise), state
 
 
 class DPMSolver(Solver):
@@ -173,9 +181,7 @@ class DPMSolver(Solver):
         self.lower_order_final = lower_order_final
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
-        alpha, sigma, lam = _grid(ctx, ts)
-        a0, s0, a1, s1 = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
-        h = lam[1:] - lam[:-1]
+        a0, s0, a1, s1, h = _intervals(ctx, ts)
         orders = _orders(self.order, ts, self.lower_order_final)
         data = self.prediction == "data"
         w = _multistep_weights(
@@ -183,13 +189,12 @@ class DPMSolver(Solver):
         )
         ratio = s1 / s0 if data else a1 / a0
         w = w * (a1 if data else -s1)[:, None]
-        if orders[-1] == 0:  # sigma_1 = 0: the limit h -> inf of every order, x_1 = alpha_1 x0_hat
-            orders[-1] = 1
-            w[-1] = 0.0
-            if data:
-                ratio[-1], w[-1, 0] = 0.0, a1[-1]
-            else:
-                w[-1, 0] = -a1[-1] * s0[-1] / a0[-1]
+        # Ending at sigma_1 = 0: x_1 = alpha_1 x0_hat, with x0_hat = m0 (data) or
+        # (x - sigma_0 m0) / alpha_0 (noise).
+        if data:
+            _end_at_zero(orders, ratio, w, 0.0, a1[-1])
+        else:
+            _end_at_zero(orders, ratio, w, ratio[-1], -a1[-1] * s0[-1] / a0[-1])
         # The model output m: data form (x + sigma^2 score) / alpha, noise form -sigma score.
         m_x, m_score = (1 / a0, s0**2 / a0) if data else (None, -s0)
         return {"ms": [], "orders": orders, "ratio": ratio, "w": w, "m_x": m_x, "m_score": m_score}
@@ -218,19 +223,16 @@ class DPMSolverSDE(Solver):
         self.lower_order_final = lower_order_final
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
-        alpha, sigma, lam = _grid(ctx, ts)
-        a0, s0, a1, s1 = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
-        h = lam[1:] - lam[:-1]
+        a0, s0, a1, s1, h = _intervals(ctx, ts)
         # int_0^h 2 e^{-2(h-u)} u^k/k! du = (2h)^k phi_{k+1}(2h) / 2^k: substitute w = 2u.
         p1, p2, _ = _phis(2 * h, -1)
         orders = _orders(self.order, ts, self.lower_order_final)
         phis = (p1, p2, torch.zeros_like(p1))
         w = _multistep_weights(h, phis, orders, self.solver_type == "midpoint") * a1[:, None]
         ratio, noise = (s1 / s0) * torch.exp(-h), s1 * torch.sqrt(p1)
-        if orders[-1] == 0:  # sigma_1 = 0: no noise, x_1 = alpha_1 x0_hat
-            orders[-1] = 1
-            w[-1] = 0.0
-            ratio[-1], w[-1, 0], noise[-1] = 0.0, a1[-1], 0.0
+        if orders[-1] == 0:  # ending at sigma_1 = 0: no noise, x_1 = alpha_1 x0_hat
+            noise[-1] = 0.0
+        _end_at_zero(orders, ratio, w, 0.0, a1[-1])
         return {
             "ms": [],
             "orders": orders,

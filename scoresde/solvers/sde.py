@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE
-from .base import Context, Solver, check_choice
+from .base import Context, Solver, affine_step, check_choice
 
 
 class EulerMaruyama(Solver):
@@ -22,15 +22,13 @@ class EulerMaruyama(Solver):
     default_time_grid = "karras"
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
-        # x1 = (1 - f h) x + g^2 h score + g sqrt(h) z: the per-step scalars, once for the grid
-        # (a step then launches only the tensor updates, no schedule arithmetic).
+        # x1 = (1 - f h) x + g^2 h score + g sqrt(h) z, as an affine_step.
         t0, h = ts[:-1], ts[:-1] - ts[1:]
         g2h = ctx.sde._g2(t0) * h
         return {"x": 1 - ctx.sde._f(t0) * h, "score": g2h, "noise": torch.sqrt(g2h)}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        x1 = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
-        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
+        return affine_step(state, i, x, ctx.score(x, t0), ctx.noise()), state
 
 
 class ReverseDiffusion(Solver):
@@ -50,8 +48,7 @@ class ReverseDiffusion(Solver):
         return {"x": 2 - a, "score": v, "noise": torch.sqrt(v)}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        x1 = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
-        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
+        return affine_step(state, i, x, ctx.score(x, t0), ctx.noise()), state
 
 
 class Ancestral(Solver):
@@ -92,7 +89,5 @@ class Ancestral(Solver):
         return {"x": 1 / a, "score": v / a, "noise": torch.sqrt(var)}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        x_mean = torch.addcmul(state["x"][i] * x, state["score"][i], ctx.score(x, t0))
-        if i == ctx.steps - 1:  # no noise on the final step (Algorithm 2)
-            return x_mean, state
-        return torch.addcmul(x_mean, state["noise"][i], ctx.noise()), state
+        noise = None if i == ctx.steps - 1 else ctx.noise()  # none on the final step (Alg. 2)
+        return affine_step(state, i, x, ctx.score(x, t0), noise), state
