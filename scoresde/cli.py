@@ -92,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             generator=torch.Generator().manual_seed(0),
         ).samples
 
-    trainer = Trainer(
+    with Trainer(
         model,
         x,
         config,
@@ -100,14 +100,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=args.device,
         sample_fn=sample_fn,
-    )
-    checkpoint = Path(args.out) / "checkpoint"
-    if args.resume and checkpoint.with_suffix(".safetensors").exists():
-        trainer.load(checkpoint)
-    remaining = args.steps - trainer.step
-    if remaining > 0:
-        trainer.train(remaining, progress=not args.quiet)
-    path = trainer.save()
+    ) as trainer:  # under torchrun, closing destroys the process group it initialised
+        checkpoint = Path(args.out) / "checkpoint"
+        if args.resume and checkpoint.with_suffix(".safetensors").exists():
+            trainer.load(checkpoint)
+        remaining = args.steps - trainer.step
+        if remaining > 0:
+            trainer.train(remaining, progress=not args.quiet)
+        path = trainer.save()
     if path is not None and not args.quiet:
         print(f"saved {path} (step {trainer.step})")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import gc
 import math
 import os
 import time
@@ -127,7 +128,12 @@ class Trainer:
     ):
         self.config = config or TrainConfig()
         self.device = torch.device(device) if device is not None else data.device
+        # Whoever initialised torch.distributed destroys it: close() does when this Trainer did.
+        was_initialised = dist.is_available() and dist.is_initialized()
         self.rank, self.world = init_distributed()
+        self._owns_process_group = (
+            not was_initialised and dist.is_available() and dist.is_initialized()
+        )
         if labels is not None and labels.shape != (data.shape[0],):
             raise ValueError(
                 f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}"
@@ -194,6 +200,8 @@ class Trainer:
             )
 
     def train_step(self) -> Tensor:
+        if self.world > 1 and self.ddp is None:
+            raise RuntimeError("this Trainer was closed: its gradients are no longer all-reduced")
         cfg = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
@@ -321,6 +329,24 @@ class Trainer:
         opt["state"] = state
         self.optimizer.load_state_dict(opt)
         self.step = int(meta["step"])
+
+    def close(self) -> None:
+        """Release the DDP wrapper, and the process group if this Trainer initialised it.
+
+        DDP's reducer sits in reference cycles; left to interpreter shutdown, gloo's worker threads
+        can outlive it and abort the process ("terminate called without an active exception").
+        """
+        self.ddp = None
+        gc.collect()
+        if self._owns_process_group:
+            dist.destroy_process_group()
+            self._owns_process_group = False
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -175,10 +179,12 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        tr = make_trainer(out_dir)
-        assert (tr.rank, tr.world) == (rank, world)
-        tr.train(6, progress=False)
-        tr.save()
+        with make_trainer(out_dir) as tr:
+            assert (tr.rank, tr.world) == (rank, world)
+            tr.train(6, progress=False)
+            tr.save()
+        with pytest.raises(RuntimeError, match="closed"):
+            tr.train_step()
         # sharded sampling: each rank draws its slice with per-sample seeds, all gather
         res = sd.sample_sharded(
             sd.VPSDE(),
@@ -193,6 +199,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str):
         if rank == 0:
             torch.save(res.samples, f"{out_dir}/sharded.pt")
     finally:
+        gc.collect()
         dist.destroy_process_group()
 
 
@@ -225,6 +232,25 @@ def test_ddp_on_gloo_matches_single_process_average(tmp_path):
         seeds=list(range(5, 12)),
     ).samples
     assert torch.equal(torch.load(tmp_path / "sharded.pt"), whole)
+
+
+def test_cli_train_under_torchrun_exits_cleanly(tmp_path):
+    # The documented multi-process entry point, end to end: two gloo ranks, rank 0 writes, and
+    # both processes exit 0 (the Trainer destroys the process group it initialised).
+    out = tmp_path / "ddp"
+    args = ["train", "--data", "two_moons", "--out", str(out), "--steps", "20", "--quiet"]
+    args += ["--n-data", "1000", "--batch-size", "64", "--width", "16", "--depth", "1"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    proc = subprocess.run(
+        [*launcher, "--nproc_per_node=2", "-m", "scoresde.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = load_checkpoint(out / "checkpoint")[1]
+    assert (meta["world_size"], meta["step"]) == (2, 20)
 
 
 # ---------------------------------------------------------------------------------------------
