@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .compare import _parse_value, add_compare_parser, add_demo_parser
+from .compare import add_compare_parser, add_demo_parser, parse_options
 
 SDE_NAMES = ("vp", "subvp", "ve")
 
@@ -124,8 +124,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     model, meta = load_model(args.checkpoint, ema=not args.raw_weights, device=args.device)
     model.eval()
     shape = (args.n, *event_shape(meta))
-    options = dict(kv.split("=", 1) for kv in args.option)
-    options = {k: _parse_value(v) for k, v in options.items()}
+    options = parse_options(args.option, " given to --option")
     score_fn = _guided_score(model, args)
     generator = torch.Generator().manual_seed(args.seed)
     with torch.no_grad():

@@ -20,7 +20,7 @@ import inspect
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,17 @@ def _parse_value(v: str) -> Any:
     return v.strip()
 
 
+def parse_options(items: Iterable[str], context: str = "") -> dict[str, Any]:
+    """``["key=val", ...]`` -> ``{key: value}``, values parsed as numbers, booleans or None."""
+    options = {}
+    for item in items:
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"option {item!r}{context} is not key=value")
+        options[key.strip()] = _parse_value(val)
+    return options
+
+
 def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str, Any]]:
     """``"name"``, ``("name", {options})`` or ``"name:key=val,key=val"`` -> (name, options).
 
@@ -345,12 +356,8 @@ def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str
     """
     if isinstance(spec, str):
         name, _, rest = spec.partition(":")
-        options = {}
-        for item in filter(None, (s.strip() for s in rest.split(","))):
-            key, eq, val = item.partition("=")
-            if not eq:
-                raise ValueError(f"solver option {item!r} in {spec!r} is not key=value")
-            options[key.strip()] = _parse_value(val)
+        items = filter(None, (s.strip() for s in rest.split(",")))
+        options = parse_options(items, f" in solver spec {spec!r}")
         name = name.strip()
     else:
         name, options = spec

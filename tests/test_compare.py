@@ -15,6 +15,8 @@ from scoresde.compare import (
     checkpoint_problem,
     compare,
     mixture_problem,
+    parse_options,
+    parse_solver,
     ring,
     split_solvers,
     write_outputs,
@@ -123,6 +125,15 @@ def test_problems_and_solver_specs():
         "dpm_solver:order=3,prediction=noise",
         "pc",
     ]
+    assert parse_solver("pc: snr=0.16 , denoise=false,eps=none") == (
+        "pc",
+        {"snr": 0.16, "denoise": False, "eps": None},
+    )
+    assert parse_options(["steps=10", "time_grid=karras"]) == {"steps": 10, "time_grid": "karras"}
+    with pytest.raises(ValueError, match="'order' in solver spec 'dpm_solver:order' is not key"):
+        parse_solver("dpm_solver:order")
+    with pytest.raises(ValueError, match="'=3' is not key=value"):
+        parse_options(["=3"])
 
 
 def _run(argv):

@@ -356,6 +356,10 @@ def test_cli_train_sample_likelihood(tmp_path, capsys):
         cli.main(["sample", "--checkpoint", ckpt, "--out", str(npy)])
     with pytest.raises(SystemExit, match="no checkpoint"):
         cli.main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(npy)])
+    with pytest.raises(SystemExit, match="scoresde: option 'eta' given to --option is not key"):
+        cli.main(
+            ["sample", "--checkpoint", ckpt, "--out", str(npy), "--steps", "5", "--option", "eta"]
+        )
 
 
 @pytest.mark.gpu
