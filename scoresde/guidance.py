@@ -105,8 +105,8 @@ def classifier_free_guidance(
     ----------
     interval
         Optional (t_lo, t_hi): guide only for t in [t_lo, t_hi] and use the plain conditional
-        score (w = 1) elsewhere, the limited-interval guidance of Kynkäänniemi et al. 2024
-        (Sec. 4), who find guidance harmful at high noise and useless at low noise. The switch
+        score (w = 1) elsewhere, the limited-interval guidance of Kynkäänniemi et al. 2024,
+        who find guidance harmful at high noise and useless at low noise. The switch
         is a per-sample ``torch.where``, so no host-device sync happens in a solver loop.
 
     Notes
@@ -605,7 +605,7 @@ def _replacement_loop(
                 x = replace(algo.corrector(ctx, x, ts[a], ts[b], ts[a]), ts[a])
             x, state = algo.predictor.step(ctx, a, ts[a], ts[b], x, state)
             x = replace(x, ts[b])
-        else:  # forward step t_a -> t_b > t_a: x_b = a x_a + sqrt(v) z (RePaint Alg. 1, line 9)
+        else:  # forward step t_a -> t_b > t_a: x_b = a x_a + sqrt(v) z (RePaint Alg. 1, line 10)
             coef, var = ctx.sde.transition(ts[a], ts[b])
             x = batch_coeff(coef, x) * x + batch_coeff(torch.sqrt(var), x) * ctx.noise()
     return x

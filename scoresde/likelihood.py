@@ -194,7 +194,7 @@ def bits_per_dim(logp: Tensor, dims: int, n_bits: int = 8, scale: str = "[-1,1]"
 
     Derivation: with u = (x + U)/K, K = 2^n_bits, the discrete probability is
     P(x) = int_{[0,1)^D} p_u((x + U)/K) K^-D dU >= K^-D exp(E_U log p_u) (Jensen), so
-    -log2 P(x) <= -E_U log p_u / ln 2 + D n_bits (Theis et al. 2016; Ho et al. 2020, Sec. 3.3).
+    -log2 P(x) <= -E_U log p_u / ln 2 + D n_bits (Theis et al. 2016).
     If the model is on y = a u + b (``"[-1,1]"``: a = 2), p_u(u) = p_y(y) a^D, hence
         bits/dim = -log p_y(y) / (D ln 2) - log2(a) + n_bits.
     ``logp`` is log p_y (nats) per sample, e.g. ``log_likelihood(...).logp`` on dequantised data.

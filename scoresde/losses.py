@@ -57,8 +57,9 @@ def dsm_loss(
         lambda(t) / 2 * || model(x_t, t) + z / sigma_t ||^2
     (the exact score of p_0t(x_t | x0) is -z / sigma_t), with lambda(t) = sigma_t^2 (``"sigma2"``,
     Song et al.'s default), g(t)^2 (``"likelihood"``: the loss then bounds the negative
-    log-likelihood, Song et al. 2021b, Thm. 1) or 1 (``"none"``). With sigma2 weighting and an
-    eps-predicting model this is 1/2 ||eps_hat - z||^2, DDPM's L_simple up to the factor 1/2.
+    log-likelihood; Song, Durkan, Murray & Ermon 2021, Thm. 1) or 1 (``"none"``). With sigma2
+    weighting and an eps-predicting model this is 1/2 ||eps_hat - z||^2, DDPM's L_simple up to the
+    factor 1/2.
     ``t`` and ``noise`` may be given to fix the draw; ``reduction="none"`` gives per-sample losses.
     """
     check_choice("weighting", weighting, WEIGHTINGS)

@@ -410,7 +410,7 @@ class VPSDE(_BetaSDE):
 
 
 class SubVPSDE(_BetaSDE):
-    r"""Sub-VP SDE dx = -1/2 beta x dt + sqrt(beta (1 - exp(-2 B(t)))) dw (Song et al. Eq. 31).
+    r"""Sub-VP SDE dx = -1/2 beta x dt + sqrt(beta (1 - exp(-2 B(t)))) dw (Song et al. Eq. 12).
 
     alpha_t = exp(-B/2) as for VP, sigma_t = 1 - alpha_t^2 (not its square root), so its variance is
     bounded by the VP one.

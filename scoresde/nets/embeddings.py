@@ -151,7 +151,7 @@ class SinusoidalEmbedding(nn.Module):
 class FiLM(nn.Module):
     """Feature-wise linear modulation: x * (1 + scale) + shift, with (scale, shift) = Linear(c).
 
-    Perez et al. 2018, "FiLM: Visual Reasoning with a General Conditioning Layer", Eq. 1, in the
+    Perez et al. 2018, "FiLM: Visual Reasoning with a General Conditioning Layer", Eq. 2, in the
     ``1 + scale`` form of guided diffusion's scale-shift norm (Dhariwal & Nichol 2021, Sec. 3)
     and DiT's adaLN-Zero (Peebles & Xie 2023, Sec. 3.2). The linear map is zero-initialised, so
     the layer starts as the identity.

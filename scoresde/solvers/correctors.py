@@ -10,7 +10,7 @@ from .base import Context, check_choice
 
 
 class LangevinCorrector:
-    """Langevin MCMC with Song et al.'s signal-to-noise step rule (2021, Algorithm 4).
+    """Langevin MCMC with Song et al.'s signal-to-noise step rule (2021, Algs. 4-5).
 
     Each of ``n_steps`` iterations draws z ~ N(0, I) and takes
         eps = 2 alpha (snr ||z|| / ||score||)^2,   x <- x + eps score(x, t) + sqrt(2 eps) z,

@@ -56,7 +56,8 @@ def _multistep_weights(
     """(steps, 3) weights w with sum_j w_j m_{i-j} = phi_1 m0 + phi_2 D1 + phi_3 D2 at step i.
 
     D1 ~ h m' and D2 ~ h^2 m'' are the divided differences of the last ``orders[i]`` model
-    outputs (Lu et al. 2022b, Alg. 2 and App. B), with r0 = h_{i-1} / h_i, r1 = h_{i-2} / h_i:
+    outputs (order 2: Lu et al. 2022b, Alg. 2; order 3: their code's third-order multistep
+    update), with r0 = h_{i-1} / h_i, r1 = h_{i-2} / h_i:
         D1_0 = (m0 - m1) / r0,  D1_1 = (m1 - m2) / r1,
         order 2: D1 = D1_0;  order 3: D1 = D1_0 + r0 / (r0 + r1) (D1_0 - D1_1),
                              D2 = 2 (D1_0 - D1_1) / (r0 + r1).

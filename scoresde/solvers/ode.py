@@ -23,7 +23,7 @@ def euler_step(fn: Drift, y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
 
 
 def heun_step(fn: Drift, y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
-    """Heun's method (explicit trapezoidal rule; Karras et al. 2022, Alg. 1 without churn).
+    """Heun's method (explicit trapezoidal rule; Karras et al. 2022, Alg. 1).
 
     d0 = fn(y, t0); y1 = y + h (d0 + fn(y + h d0, t1)) / 2 with h = t1 - t0. Order 2.
     """
