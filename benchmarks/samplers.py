@@ -115,6 +115,12 @@ def make_variants(dim: int) -> list[Variant]:
         for p in ("data", "noise")
     ]
     out += [Variant("dpm_solver_sde", {"order": k}) for k in (1, 2)]
+    out += [
+        Variant("unipc", {"order": k, "prediction": p}) for p in ("data", "noise") for k in (2, 3)
+    ]
+    # each form with the other form's default B(h)
+    out += [Variant("unipc", {"order": 3, "variant": "bh2"})]
+    out += [Variant("unipc", {"order": 3, "prediction": "data", "variant": "bh1"})]
     out += [Variant("torchsde", {"method": "euler"})]
     out += [Variant("ode_rk45", {"rtol": r, "atol": r}, True) for r in ADAPTIVE_RTOLS["ode_rk45"]]
     out += [

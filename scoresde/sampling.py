@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .sde import SDE, ScoreFn
 from .solvers.base import Context, CountingScore, NoiseSource, NonFiniteError, Solver
-from .solvers.exponential import DDIM, DPMSolver, DPMSolverSDE
+from .solvers.exponential import DDIM, DPMSolver, DPMSolverSDE, UniPC
 from .solvers.ode import ODERK4, RK45, ODEEuler, ODEHeun, Scipy
 from .solvers.pc import Langevin, PredictorCorrector
 from .solvers.sde import Ancestral, EulerMaruyama, ReverseDiffusion
@@ -40,6 +40,7 @@ _SOLVER_CLASSES: dict[str, type[Solver]] = {
         DDIM,
         DPMSolver,
         DPMSolverSDE,
+        UniPC,
         TorchsdeSolver,
     )
 }

@@ -3,7 +3,8 @@
 Three independent references for the same chains:
   * scoresde/ddpm.py, written from Ho et al. 2020 (Alg. 2) and Song, Meng & Ermon 2021 (Eq. 12)
     in the papers' discrete indices, never touching the continuous-time solvers;
-  * diffusers' DDPMScheduler / DDIMScheduler, stepped with the same noise;
+  * diffusers' DDPMScheduler / DDIMScheduler, stepped with the same noise (and its
+    UniPCMultistepScheduler on the same chain against ``unipc``);
   * the algebraic identity DDIM(eta = 1) = DDPM with the posterior variance (DDIM paper, Sec. 4.1).
 The noise prediction at chain index i (time t_i = discrete_times(N)[i]) of an exact score is
 eps(x, i) = -sigma(t_i) score(x, t_i); diffusers' timestep k is chain index i = k + 1.
@@ -210,3 +211,61 @@ def test_ddim_matches_diffusers_ddim_scheduler_step_for_step(eta):
         return_trajectory=True,
     )
     assert _diffusers_step_for_step(sched, res, timesteps, seed=5, eta=eta) <= 1e-12
+
+
+@pytest.mark.parametrize(
+    "steps, order, prediction, variant, final, corrector",
+    [
+        (10, 3, "data", "bh2", "zero", True),
+        (10, 2, "data", "bh2", "zero", True),
+        (10, 1, "data", "bh2", "zero", True),
+        (12, 3, "noise", "bh2", "sigma_min", True),
+        (10, 3, "data", "bh1", "sigma_min", True),
+        (10, 2, "noise", "bh1", "sigma_min", True),
+        (10, 3, "data", "bh2", "zero", False),
+    ],
+)
+def test_unipc_matches_diffusers(steps, order, prediction, variant, final, corrector):
+    # diffusers' UniPCMultistepScheduler is the reference code's algorithm (Zhao et al. 2023)
+    # written independently of ours: per-step linear solves for rho, the corrector applied at the
+    # start of the next step. Its sigmas are float32; given the float64 ones of our grid, the two
+    # trajectories agree to float64 round-off at every step.
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.UniPCMultistepScheduler(
+        num_train_timesteps=N_TRAIN,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        solver_order=order,
+        predict_x0=prediction == "data",
+        solver_type=variant,
+        final_sigmas_type=final,
+        disable_corrector=[] if corrector else list(range(steps)),
+    )
+    sched.set_timesteps(steps)
+    timesteps = [int(k) for k in sched.timesteps]
+    end = 0 if final == "zero" else 1  # "sigma_min": diffusers' last step ends at timestep 0
+    grid = TS[torch.tensor([k + 1 for k in timesteps] + [end])]
+    alpha, sigma = VP.marginal(grid)
+    # the same grid up to float32 rounding (2e-4 relative in 1 - alpha_bar at timestep 0)
+    assert_close(sched.sigmas.double(), sigma / alpha, rtol=2e-4, atol=0)
+    sched.sigmas = sigma / alpha
+    x_T, _ = draw_x_N(6)
+    res = sd.sample(
+        VP,
+        SCORE,
+        SHAPE,
+        "unipc",
+        time_grid=grid,
+        x_T=x_T,
+        order=order,
+        prediction=prediction,
+        variant=variant,
+        corrector=corrector,
+        return_trajectory=True,
+    )
+    x, worst = x_T, 0.0
+    for j, k in enumerate(timesteps):
+        x = sched.step(eps_at_index(x, k + 1), k, x).prev_sample
+        worst = max(worst, float((x - res.trajectory[j + 1]).abs().max()))
+    assert worst <= 1e-12

@@ -1,4 +1,4 @@
-"""Exponential integrators (solvers/exponential.py): DDIM, DPM-Solver(++), SDE-DPM-Solver++.
+"""Exponential integrators (solvers/exponential.py): DDIM, DPM-Solver(++), SDE-DPM-Solver++, UniPC.
 
 Ground truth is the exact probability-flow map of Gaussian data (``sd.gaussian_flow_map``). Orders
 are fitted as log-log slopes over step sizes 2^-k in float64 (diffrax's test_integrate style),
@@ -117,6 +117,84 @@ def test_third_order_needs_twice_the_reference_codes_second_difference():
     )
     assert abs(ours - 4) <= 0.25, ours
     assert abs(theirs - 3) <= 0.25, theirs
+
+
+def unipc_local_error(sde, order: int, prediction: str, variant: str, corrector: bool, h: float):
+    """Max error of one UniPC step of log-SNR size h from an exact state with the exact model
+    outputs at the order - 1 previous times (HISTORY_RATIOS); with the corrector, the step's
+    result is the corrected x_1 (computed by the next step, from the output at the predicted x_1).
+    """
+    lams = [0.0]
+    for r in HISTORY_RATIOS[: order - 1]:
+        lams.insert(0, lams[0] - r * h)
+    ts = sde.t_from_log_snr(torch.tensor(lams + [h, 2 * h], dtype=F64))
+    t0, t1 = ts[order - 1], ts[order]
+    x0 = marginal_sample(sde, t0, 32, seed=1)
+    flow = sd.gaussian_flow_map(sde, MEAN, STD)
+    history = [model_output(sde, flow(x0, t0, ts[j]), ts[j], prediction) for j in range(order - 1)]
+    solver = sd.make_solver(
+        "unipc",
+        order=order,
+        prediction=prediction,
+        variant=variant,
+        corrector=corrector,
+        lower_order_final=False,
+    )
+    ctx = Context(sde, CountingScore(sd.exact_score(sde, DATA)), None, 1000)
+    state = solver.init(ctx, x0, ts)
+    state["ms"].extend(history)  # x0 has no predecessor in the state: it is taken as exact
+    x1, state = solver.step(ctx, order - 1, t0, t1, x0, state)
+    if corrector:
+        _, state = solver.step(ctx, order, t1, ts[order + 1], x1, state)
+        x1 = state["x_prev"]
+        assert ctx.score.nfe == 2
+    return float((x1 - flow(x0, t0, t1)).abs().max())
+
+
+@pytest.mark.parametrize("corrector", [True, False], ids=["unipc", "unip"])
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_unipc_corrector_raises_the_local_order_by_one(name, order, prediction, variant, corrector):
+    # Zhao et al. 2023, Thms. 3.1-3.2: UniP-p is of order p (local error O(h^(p+1))), and UniC
+    # after it of order p + 1, at no extra evaluation.
+    errors = [
+        unipc_local_error(SDES[name], order, prediction, variant, corrector, h) for h in LOCAL_H
+    ]
+    expected = order + 2 if corrector else order + 1
+    slope = fitted_slope(LOCAL_H, errors)
+    assert abs(slope - expected) <= 0.25, (slope, errors)
+
+
+@pytest.mark.parametrize("prediction", ["data", "noise"])
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_unipc_global_order_on_full_interval(name, order, prediction):
+    # With the corrector, even the start-up steps (UniP-1 + UniC-1) are second order, so orders
+    # 1 and 2 reach p + 1 on the whole interval; order 3's start-up error masks its fourth order.
+    sde = SDES[name]
+    x_T = sde.prior_sample((64, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
+    exact = sd.gaussian_flow_map(sde, MEAN, STD)(x_T, sde.T, sde.sampling_eps)
+    score = sd.exact_score(sde, DATA)
+    steps, errors = [16, 32, 64, 128], []
+    for n in steps:
+        res = sd.sample(
+            sde,
+            score,
+            x_T.shape,
+            "unipc",
+            steps=n,
+            x_T=x_T,
+            order=order,
+            prediction=prediction,
+            lower_order_final=False,
+            time_grid="logsnr",
+        )
+        assert res.nfe == n  # the corrector reuses the next step's evaluation
+        errors.append(float((res.samples - exact).abs().max()))
+    slope = fitted_slope([1 / n for n in steps], errors)
+    assert slope >= order + 1 - 0.25, (slope, errors)
 
 
 # Global order on the whole sampling interval [T, eps], logsnr grid (the solver's default). The
@@ -300,6 +378,10 @@ def t0_case(solver, options, steps):
         t0_case("dpm_solver", {"order": 1, "prediction": "noise"}, 10),
         t0_case("dpm_solver", {"order": 2, "prediction": "noise"}, 20),
         t0_case("dpm_solver_sde", {"order": 2}, 20),
+        # UniPC's noise form combines the corrected x with the output at the predicted x, which
+        # the trajectory does not record; its data form ends in alpha_1 x0_hat(x~) alone.
+        t0_case("unipc", {"prediction": "data"}, 10),
+        t0_case("unipc", {"order": 2, "prediction": "data"}, 20),
     ],
 )
 def test_last_step_to_t0_is_the_data_prediction(solver, options, steps):
@@ -335,8 +417,21 @@ def test_exponential_solvers_use_their_benchmarked_default_grids():
         ("dpm_solver", {}, "logsnr"),
         ("dpm_solver", {"prediction": "data"}, "quadratic"),
         ("dpm_solver_sde", {}, "quadratic"),
+        ("unipc", {}, "quadratic"),
+        ("unipc", {"prediction": "data"}, "quadratic"),
     ):
         res = sd.sample(sde, score, (4, 3), solver, steps=7, dtype=F64, **options)
         assert torch.equal(res.times, sd.make_time_grid(sde, 7, kind=kind))
     lam = sde.log_snr(expected)
     assert_close(lam.diff(), torch.full((7,), float(lam[1] - lam[0]), dtype=F64), rtol=1e-9, atol=0)
+
+
+def test_unipc_options():
+    # B(h) defaults to the choice that stays bounded in each form (docs/samplers.md)
+    assert sd.make_solver("unipc").variant == "bh1"
+    assert sd.make_solver("unipc", prediction="data").variant == "bh2"
+    assert sd.make_solver("unipc", prediction="data", variant="bh1").variant == "bh1"
+    with pytest.raises(ValueError, match="order"):
+        sd.make_solver("unipc", order=4)
+    with pytest.raises(ValueError, match="bh1"):
+        sd.make_solver("unipc", variant="bh3")

@@ -55,6 +55,9 @@ FIXED_VARIANTS = [
     ("dpm_solver", {"order": 2, "solver_type": "midpoint"}),
     ("dpm_solver_sde", {"order": 1}),
     ("dpm_solver_sde", {"order": 2}),
+    ("unipc", {}),
+    ("unipc", {"order": 2, "prediction": "noise", "variant": "bh1"}),
+    ("unipc", {"corrector": False}),
 ]
 STOCHASTIC_VARIANTS = [
     (name, opts) for name, opts in FIXED_VARIANTS if sd.make_solver(name, **opts).stochastic
@@ -450,6 +453,7 @@ EXPECTED_NFE = [
     ("dpm_solver", {"order": 1}, N),
     ("dpm_solver", {"order": 3}, N),
     ("dpm_solver_sde", {"order": 2}, N),
+    ("unipc", {}, N),
 ]
 
 
