@@ -182,6 +182,14 @@ def our_entries() -> list[Entry]:
                         tag += ",midpoint"
                     name = f"dpm_solver({tag}) {grid}" + (" +denoise" if denoise else "")
                     out.append(ours_entry(name, "dpm_solver", opts, grid, denoise))
+    out.append(ours_entry("unipc (package defaults)", "unipc", {}, None, False))
+    for order in (2, 3):
+        for pred in ("data", "noise"):
+            for grid in ("logsnr", "quadratic", "karras"):
+                for denoise in (True, False):
+                    name = f"unipc(order={order},{pred}) {grid}" + (" +denoise" if denoise else "")
+                    opts = {"order": order, "prediction": pred}
+                    out.append(ours_entry(name, "unipc", opts, grid, denoise))
     out += [
         ours_entry("ddim(eta=0) quadratic", "ddim", {"eta": 0.0}, "quadratic", False),
         ours_entry("ode_heun quadratic", "ode_heun", {}, "quadratic", False, nfe_per_step=2),

@@ -50,6 +50,7 @@ DETERMINISTIC = [
     "ddim",
     "dpm_solver:order=2,prediction=data",
     "dpm_solver",
+    "unipc",
 ]
 STOCHASTIC = ["euler_maruyama", "ancestral", "dpm_solver_sde", "pc"]
 ADAPTIVE = ["ode_rk45", "scipy"]
@@ -199,6 +200,8 @@ GUIDED_SOLVERS = [
     ("dpm_solver", {"order": 2, "prediction": "data"}),
     ("dpm_solver", {"order": 2, "prediction": "data", "solver_type": "midpoint"}),
     ("dpm_solver", {"order": 3, "prediction": "data"}),
+    ("unipc", {}),
+    ("unipc", {"order": 2, "prediction": "data"}),
     ("ode_heun", {}),
 ]
 

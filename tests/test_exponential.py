@@ -157,7 +157,7 @@ def unipc_local_error(sde, order: int, prediction: str, variant: str, corrector:
 @pytest.mark.parametrize("order", [1, 2, 3])
 @pytest.mark.parametrize("name", ["vp", "ve"])
 def test_unipc_corrector_raises_the_local_order_by_one(name, order, prediction, variant, corrector):
-    # Zhao et al. 2023, Thms. 3.1-3.2: UniP-p is of order p (local error O(h^(p+1))), and UniC
+    # Zhao et al. 2023, Cor. 3.2 and Thm. 3.1: UniP-p is of order p (local error O(h^(p+1))), UniC
     # after it of order p + 1, at no extra evaluation.
     errors = [
         unipc_local_error(SDES[name], order, prediction, variant, corrector, h) for h in LOCAL_H

@@ -255,14 +255,14 @@ class DPMSolverSDE(Solver):
 def _unipc_weights(lam: list[float], s: int, nodes: list[int], new: bool, data: bool, bh: str):
     """Weights of the UniPC update over interval s (lambda_s -> lambda_{s+1}) as (w_s, {j: w_j}).
 
-    The update (Zhao et al. 2023, Eqs. 8 and 9 with B(h); data form shown, noise form with h for
-    -h and sigma for alpha) is
+    The update (Zhao et al. 2023, Sec. 3, multistep form with B(h); data form shown, noise form
+    with h for -h and sigma for alpha) is
         x_{s+1} = (sigma_{s+1}/sigma_s) x_s - alpha_{s+1} [h phi_1 m_s
                   + B(h) sum_k rho_k (m_{j_k} - m_s) / r_k],   r_k = (lambda_{j_k} - lambda_s) / h,
     over the earlier outputs j_k in ``nodes`` and, for the corrector (``new``), the output
     m_{s+1} at the predicted point (r = 1). rho solves the order conditions R rho = b with
-    R_{pk} = r_k^(p-1) and b_p = h phi_{p+1}(h) p! / B(h) (their Eq. 10; a predictor drops the
-    last row and column; rho = 1/2 for a lone difference, as the reference code does).
+    R_{pk} = r_k^(p-1) and b_p = h phi_{p+1}(h) p! / B(h) (a predictor drops the last row and
+    column; rho = 1/2 for a lone difference, as their reference code does).
     Returned are the scalar multipliers of -alpha_{s+1} m (or -sigma_{s+1} m): the update is
     linear in the m's, so it is computed once per grid.
     """
@@ -295,12 +295,15 @@ class UniPC(Solver):
     Step i evaluates the model once, at the predicted point x~_i; the corrector then replaces x~_i
     by a higher-order update from x_{i-1} that includes this output, and the predictor takes the
     next step from the corrected x_i with the same output, so the corrector costs no evaluation
-    (none after the last step). UniP-p has order p, UniC raises it to p + 1 (tested through the
-    local error on Gaussian data, and step for step against diffusers' UniPCMultistepScheduler).
+    (none after the last step). UniP-p has order p, UniC raises it to p + 1 (their Cor. 3.2 and
+    Thm. 3.1; tested through the local error on Gaussian data, and step for step against diffusers'
+    UniPCMultistepScheduler).
     ``prediction`` picks the data (x0_hat) or noise (eps_hat) form, ``variant`` B(h) = hh ("bh1")
     or e^hh - 1 ("bh2") with hh = -h (data) or h (noise), by default the one bounded in that form
     (data: bh2, diffusers' default; noise: bh1); ``corrector=False`` leaves UniP alone. The
     defaults (order 3, noise form, quadratic grid) are the benchmark's best; docs/samplers.md.
+    Under strong classifier-free guidance use ``prediction="data"``: the noise form diverged at
+    w = 8 with exact scores (docs/choosing.md, Guidance).
     """
 
     name = "unipc"
@@ -319,7 +322,7 @@ class UniPC(Solver):
         self.prediction = check_choice("prediction", prediction, ("data", "noise"))
         # B(h) with hh = -h (data) or +h (noise): bh2 = e^hh - 1 is bounded in the data form and
         # grows like e^h in the noise form, bh1 = hh the reverse. Benchmarked (docs/samplers.md):
-        # at 5 steps each form is 2-5x worse with the other's choice, equal from ~10 steps on.
+        # at 5 steps each form is 3-5x worse with the other's choice, about equal from 10 on.
         variant = variant or ("bh2" if prediction == "data" else "bh1")
         self.variant = check_choice("variant", variant, ("bh1", "bh2"))
         self.corrector = bool(corrector)
