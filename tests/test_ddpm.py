@@ -213,6 +213,8 @@ def test_ddim_matches_diffusers_ddim_scheduler_step_for_step(eta):
     assert _diffusers_step_for_step(sched, res, timesteps, seed=5, eta=eta) <= 1e-12
 
 
+# diffusers' set_timesteps hands a torch tensor to numpy (a DeprecationWarning in numpy 2)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize(
     "steps, order, prediction, variant, final, corrector",
     [

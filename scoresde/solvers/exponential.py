@@ -101,9 +101,9 @@ def _orders(order: int, ts: Tensor, lower_order_final: bool) -> list[int]:
     return orders
 
 
-def _multistep(ctx: Context, i: int, t0: Tensor, x: Tensor, state: dict, keep: int) -> Tensor:
-    """One step x_1 = ratio x + sum_j w_j m_{i-j} with the model output m = m_x x + m_score score
-    (m_x None: m_score score) appended to the history of the last ``keep`` outputs."""
+def _push_output(ctx: Context, i: int, t0: Tensor, x: Tensor, state: dict, keep: int) -> None:
+    """Append the model output m = m_x x + m_score score (m_x None: m_score score) at (x, t0) to
+    the history ``state["ms"]`` of the last ``keep`` outputs. One score call."""
     score = ctx.score(x, t0)
     if state["m_x"] is None:
         m = state["m_score"][i] * score
@@ -112,11 +112,21 @@ def _multistep(ctx: Context, i: int, t0: Tensor, x: Tensor, state: dict, keep: i
     ms = state["ms"]
     ms.append(m)
     del ms[:-keep]
-    w = state["w"][i]
-    x1 = state["ratio"][i] * x
-    for j in range(state["orders"][i]):  # addcmul: one kernel per term (a 0-d weight, no sync)
+
+
+def _combine(ratio: Tensor, x: Tensor, w: Tensor, ms: list[Tensor], n: int) -> Tensor:
+    """ratio x + sum_{j < n} w_j m_{-1-j} over the newest outputs: one ``addcmul`` per term (0-d
+    weights on the device, no sync)."""
+    x1 = ratio * x
+    for j in range(n):
         x1 = torch.addcmul(x1, w[j], ms[-1 - j])
     return x1
+
+
+def _multistep(ctx: Context, i: int, t0: Tensor, x: Tensor, state: dict, keep: int) -> Tensor:
+    """One step x_1 = ratio x + sum_j w_j m_{i-j}, after appending this step's output."""
+    _push_output(ctx, i, t0, x, state, keep)
+    return _combine(state["ratio"][i], x, state["w"][i], state["ms"], state["orders"][i])
 
 
 class DDIM(Solver):
@@ -374,22 +384,11 @@ class UniPC(Solver):
         }
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        score = ctx.score(x, t0)
-        if state["m_x"] is None:
-            m = state["m_score"][i] * score
-        else:
-            m = torch.addcmul(state["m_x"][i] * x, state["m_score"][i], score)
-        ms = state["ms"]
-        ms.append(m)
-        del ms[: -(self.order + 1)]
+        _push_output(ctx, i, t0, x, state, self.order + 1)
+        ms, orders = state["ms"], state["orders"]
         if self.corrector and state["x_prev"] is not None:  # x_i from x_{i-1}, m_i, m_{i-1}, ...
-            c = state["corr"][i]
-            x = state["ratio"][i - 1] * state["x_prev"]
-            for j in range(state["orders"][i - 1] + 1):
-                x = torch.addcmul(x, c[j], ms[-1 - j])
+            x = _combine(
+                state["ratio"][i - 1], state["x_prev"], state["corr"][i], ms, orders[i - 1] + 1
+            )
         state["x_prev"] = x
-        w = state["pred"][i]
-        x1 = state["ratio"][i] * x
-        for j in range(state["orders"][i]):
-            x1 = torch.addcmul(x1, w[j], ms[-1 - j])
-        return x1, state
+        return _combine(state["ratio"][i], x, state["pred"][i], ms, orders[i]), state
