@@ -43,6 +43,7 @@ SOLVER_RUNS = [
     ("dpm_solver", 50, {"order": 3}),
     ("dpm_solver", 10, {"order": 3}),
     ("dpm_solver_sde", 50, {"order": 2}),
+    ("unipc", 50, {}),
     ("ode_rk45", None, {"rtol": 1e-5, "atol": 1e-5}),
     ("torchsde", 50, {"method": "euler"}),
 ]

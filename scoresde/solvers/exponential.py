@@ -346,8 +346,8 @@ class UniPC(Solver):
         log_alpha, log_sigma = ctx.sde._log_alpha(ts), ctx.sde._log_sigma(ts)
         lam = (log_alpha - log_sigma).cpu().tolist()
         steps, keep = len(orders), self.order + 1
-        pred = torch.zeros(steps, keep, dtype=torch.float64)
-        corr = torch.zeros(steps, keep, dtype=torch.float64)  # corrector applied at step i
+        pred = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
+        corr = np.zeros((steps, keep))  # the corrector applied at step i
         for s, p in enumerate(orders):
             if p > 0:  # p == 0: the last step ends at sigma = 0, handled below
                 ws, w = _unipc_weights(lam, s, range(s - 1, s - p, -1), False, data, self.variant)
@@ -362,8 +362,9 @@ class UniPC(Solver):
                 for j, wj in w.items():
                     corr[s, s - j] = wj
         scale = (a1 if data else s1).cpu()
-        pred = -scale[:, None] * pred
-        corr[1:] = -scale[:-1, None] * corr[1:]
+        pred = -scale[:, None] * torch.from_numpy(pred)
+        corr = torch.from_numpy(corr)
+        corr[1:] *= -scale[:-1, None]
         ratio = s1 / s0 if data else a1 / a0
         if orders[-1] == 0:  # ending at sigma_1 = 0: x_1 = alpha_1 x0_hat, first order
             orders[-1] = 1
