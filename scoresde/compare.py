@@ -908,6 +908,7 @@ DEMO_SOLVERS = (
     "ddim",
     "dpm_solver:order=2",
     "dpm_solver:order=3",
+    "unipc",
     "ode_rk45",
 )
 DEMO_STEPS = (5, 10, 20, 50, 100)
