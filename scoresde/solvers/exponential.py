@@ -13,6 +13,7 @@ estimated by divided differences of earlier evaluations (multistep).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -262,16 +263,18 @@ class DPMSolverSDE(Solver):
         return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
 
 
-def _unipc_weights(lam: list[float], s: int, nodes: list[int], new: bool, data: bool, bh: str):
+def _unipc_weights(
+    lam: list[float], s: int, nodes: Iterable[int], new: bool, data: bool, bh: str
+) -> tuple[float, dict[int, float]]:
     """Weights of the UniPC update over interval s (lambda_s -> lambda_{s+1}) as (w_s, {j: w_j}).
 
-    The update (Zhao et al. 2023, Sec. 3, multistep form with B(h); data form shown, noise form
-    with h for -h and sigma for alpha) is
-        x_{s+1} = (sigma_{s+1}/sigma_s) x_s - alpha_{s+1} [h phi_1 m_s
+    The update (Zhao et al. 2023, Sec. 3, multistep form with B(h); data form shown: hh = -h; the
+    noise form has hh = h, alpha_1/alpha_0 for the ratio and sigma for alpha) is
+        x_{s+1} = (sigma_{s+1}/sigma_s) x_s - alpha_{s+1} [(e^hh - 1) m_s
                   + B(h) sum_k rho_k (m_{j_k} - m_s) / r_k],   r_k = (lambda_{j_k} - lambda_s) / h,
     over the earlier outputs j_k in ``nodes`` and, for the corrector (``new``), the output
     m_{s+1} at the predicted point (r = 1). rho solves the order conditions R rho = b with
-    R_{pk} = r_k^(p-1) and b_p = h phi_{p+1}(h) p! / B(h) (a predictor drops the last row and
+    R_{pk} = r_k^(p-1) and b_p = hh phi_{p+1}(hh) p! / B(h) (a predictor drops the last row and
     column; rho = 1/2 for a lone difference, as their reference code does).
     Returned are the scalar multipliers of -alpha_{s+1} m (or -sigma_{s+1} m): the update is
     linear in the m's, so it is computed once per grid.
