@@ -311,16 +311,17 @@ class UniPC(Solver):
     (none after the last step). UniP-p has order p, UniC raises it to p + 1 (their Cor. 3.2 and
     Thm. 3.1; tested through the local error on Gaussian data, and step for step against diffusers'
     UniPCMultistepScheduler).
+
     ``prediction`` picks the data (x0_hat) or noise (eps_hat) form, ``variant`` B(h) = hh ("bh1")
-    or e^hh - 1 ("bh2") with hh = -h (data) or h (noise), by default the one bounded in that form
-    (data: bh2, diffusers' default; noise: bh1); ``corrector=False`` leaves UniP alone. The
-    defaults (order 3, noise form, quadratic grid) are the benchmark's best; docs/samplers.md.
-    Under strong classifier-free guidance use ``prediction="data"``: the noise form diverged at
-    w = 8 with exact scores (docs/choosing.md, Guidance).
+    or e^hh - 1 ("bh2") with hh = -h (data) or h (noise), by default the one that does not grow
+    exponentially in that form (data: bh2, diffusers' default; noise: bh1); ``corrector=False``
+    leaves UniP alone. The defaults (order 3, noise form, quadratic grid) are the benchmark's best
+    (docs/samplers.md). Under strong classifier-free guidance use ``prediction="data"`` (measured
+    at order 2): the noise form diverged at w = 8 with exact scores (docs/choosing.md, Guidance).
     """
 
     name = "unipc"
-    #: Chosen by benchmarks/samplers.py (error per NFE at 10-20 steps); see docs/samplers.md.
+    #: Chosen by benchmarks/samplers.py (error per NFE at 5-20 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
 
     def __init__(
@@ -333,9 +334,10 @@ class UniPC(Solver):
     ):
         self.order = check_choice("order", order, (1, 2, 3))
         self.prediction = check_choice("prediction", prediction, ("data", "noise"))
-        # B(h) with hh = -h (data) or +h (noise): bh2 = e^hh - 1 is bounded in the data form and
-        # grows like e^h in the noise form, bh1 = hh the reverse. Benchmarked (docs/samplers.md):
-        # at 5 steps each form is 3-5x worse with the other's choice, about equal from 10 on.
+        # B(h) with hh = -h (data) or +h (noise): bh2 = e^hh - 1 is bounded in the data form but
+        # grows like e^h in the noise form; bh1 = hh grows only linearly. Benchmarked
+        # (docs/samplers.md): at 5 steps each form is 3-5x worse with the other's choice, within
+        # 1.25x from 10 steps on (geometric mean over six cases).
         variant = variant or ("bh2" if prediction == "data" else "bh1")
         self.variant = check_choice("variant", variant, ("bh1", "bh2"))
         self.corrector = bool(corrector)
