@@ -38,20 +38,27 @@ def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _intervals(ctx: Context, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(alpha_0, sigma_0, alpha_1, sigma_1, h) of every grid interval t0 > t1, float64, once per
-    solve; h = lambda_1 - lambda_0 (+inf on a last interval ending at sigma = 0)."""
+    """(alpha_0, sigma_0, alpha_1, sigma_1, lambda) for the grid intervals t0 > t1 and lambda at
+    every grid time, float64, once per solve; the steps are h = lambda.diff() (+inf on a last
+    interval ending at sigma = 0)."""
     log_alpha, log_sigma = ctx.sde._log_alpha(ts), ctx.sde._log_sigma(ts)
-    alpha, sigma, lam = torch.exp(log_alpha), torch.exp(log_sigma), log_alpha - log_sigma
-    return alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], lam[1:] - lam[:-1]
+    alpha, sigma = torch.exp(log_alpha), torch.exp(log_sigma)
+    return alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], log_alpha - log_sigma
 
 
-def _end_at_zero(orders: list[int], ratio: Tensor, w: Tensor, ratio_last, w_last) -> None:
+def _end_at_zero(
+    orders: list[int], ratio: Tensor, w: Tensor, data: bool, a0: Tensor, s0: Tensor, a1: Tensor
+) -> None:
     """A grid ending at t = 0 (``orders[-1] == 0``, see ``_orders``): its last step is the limit
-    h -> inf of every order, x_1 = ratio_last x + w_last m0, an order-1 step (in place)."""
+    h -> inf of every order, x_1 = alpha_1 x0_hat with x0_hat = m0 (data form) or
+    (x - sigma_0 m0) / alpha_0 (noise form), an order-1 step x_1 = ratio x + w m0 (in place)."""
     if orders[-1] == 0:
         orders[-1] = 1
         w[-1] = 0.0
-        ratio[-1], w[-1, 0] = ratio_last, w_last
+        if data:
+            ratio[-1], w[-1, 0] = 0.0, a1[-1]
+        else:
+            w[-1, 0] = -a1[-1] * s0[-1] / a0[-1]
 
 
 def _multistep_weights(
@@ -196,7 +203,8 @@ class DPMSolver(Solver):
         self.lower_order_final = lower_order_final
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
-        a0, s0, a1, s1, h = _intervals(ctx, ts)
+        a0, s0, a1, s1, lam = _intervals(ctx, ts)
+        h = lam.diff()
         orders = _orders(self.order, ts, self.lower_order_final)
         data = self.prediction == "data"
         w = _multistep_weights(
@@ -204,12 +212,7 @@ class DPMSolver(Solver):
         )
         ratio = s1 / s0 if data else a1 / a0
         w = w * (a1 if data else -s1)[:, None]
-        # Ending at sigma_1 = 0: x_1 = alpha_1 x0_hat, with x0_hat = m0 (data) or
-        # (x - sigma_0 m0) / alpha_0 (noise).
-        if data:
-            _end_at_zero(orders, ratio, w, 0.0, a1[-1])
-        else:
-            _end_at_zero(orders, ratio, w, ratio[-1], -a1[-1] * s0[-1] / a0[-1])
+        _end_at_zero(orders, ratio, w, data, a0, s0, a1)
         # The model output m: data form (x + sigma^2 score) / alpha, noise form -sigma score.
         m_x, m_score = (1 / a0, s0**2 / a0) if data else (None, -s0)
         return {"ms": [], "orders": orders, "ratio": ratio, "w": w, "m_x": m_x, "m_score": m_score}
@@ -238,7 +241,8 @@ class DPMSolverSDE(Solver):
         self.lower_order_final = lower_order_final
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
-        a0, s0, a1, s1, h = _intervals(ctx, ts)
+        a0, s0, a1, s1, lam = _intervals(ctx, ts)
+        h = lam.diff()
         # int_0^h 2 e^{-2(h-u)} u^k/k! du = (2h)^k phi_{k+1}(2h) / 2^k: substitute w = 2u.
         p1, p2, _ = _phis(2 * h, -1)
         orders = _orders(self.order, ts, self.lower_order_final)
@@ -247,7 +251,7 @@ class DPMSolverSDE(Solver):
         ratio, noise = (s1 / s0) * torch.exp(-h), s1 * torch.sqrt(p1)
         if orders[-1] == 0:  # ending at sigma_1 = 0: no noise, x_1 = alpha_1 x0_hat
             noise[-1] = 0.0
-        _end_at_zero(orders, ratio, w, 0.0, a1[-1])
+        _end_at_zero(orders, ratio, w, True, a0, s0, a1)
         return {
             "ms": [],
             "orders": orders,
@@ -344,17 +348,16 @@ class UniPC(Solver):
         self.lower_order_final = lower_order_final
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
-        a0, s0, a1, s1, _ = _intervals(ctx, ts)
+        a0, s0, a1, s1, lam = _intervals(ctx, ts)
         orders = _orders(self.order, ts, self.lower_order_final)
         data = self.prediction == "data"
         # The weights come from small per-step linear solves: on the host, in float64, once.
-        log_alpha, log_sigma = ctx.sde._log_alpha(ts), ctx.sde._log_sigma(ts)
-        lam = (log_alpha - log_sigma).cpu().tolist()
+        lam = lam.cpu().tolist()
         steps, keep = len(orders), self.order + 1
         pred = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
         corr = np.zeros((steps, keep))  # the corrector applied at step i
         for s, p in enumerate(orders):
-            if p > 0:  # p == 0: the last step ends at sigma = 0, handled below
+            if p > 0:  # p == 0: the last step ends at sigma = 0, see _end_at_zero
                 ws, w = _unipc_weights(lam, s, range(s - 1, s - p, -1), False, data, self.variant)
                 pred[s, 0] = ws
                 for j, wj in w.items():
@@ -367,23 +370,18 @@ class UniPC(Solver):
                 for j, wj in w.items():
                     corr[s, s - j] = wj
         scale = (a1 if data else s1).cpu()
-        pred = -scale[:, None] * torch.from_numpy(pred)
+        pred = (-scale[:, None] * torch.from_numpy(pred)).to(x.device)
         corr = torch.from_numpy(corr)
         corr[1:] *= -scale[:-1, None]
         ratio = s1 / s0 if data else a1 / a0
-        if orders[-1] == 0:  # ending at sigma_1 = 0: x_1 = alpha_1 x0_hat, first order
-            orders[-1] = 1
-            if data:
-                ratio[-1], pred[-1, 0] = 0.0, float(a1[-1])
-            else:
-                pred[-1, 0] = float(-a1[-1] * s0[-1] / a0[-1])
+        _end_at_zero(orders, ratio, pred, data, a0, s0, a1)
         m_x, m_score = (1 / a0, s0**2 / a0) if data else (None, -s0)
         return {
             "ms": [],
             "x_prev": None,
             "orders": orders,
             "ratio": ratio,
-            "pred": pred.to(x.device),
+            "pred": pred,
             "corr": corr.to(x.device),
             "m_x": m_x,
             "m_score": m_score,
