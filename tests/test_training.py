@@ -234,15 +234,36 @@ def test_ddp_on_gloo_matches_single_process_average(tmp_path):
     assert torch.equal(torch.load(tmp_path / "sharded.pt"), whole)
 
 
+def _train_argv(out, steps: int, *extra: str) -> list[str]:
+    """``scoresde train`` on two moons with a small net: the CLI tests' common flags."""
+    return [
+        "train",
+        "--data",
+        "two_moons",
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        "--quiet",
+        "--n-data",
+        "2000",
+        "--batch-size",
+        "64",
+        "--width",
+        "32",
+        "--depth",
+        "1",
+        *extra,
+    ]
+
+
 def test_cli_train_under_torchrun_exits_cleanly(tmp_path):
     # The documented multi-process entry point, end to end: two gloo ranks, rank 0 writes, and
     # both processes exit 0 (the Trainer destroys the process group it initialised).
     out = tmp_path / "ddp"
-    args = ["train", "--data", "two_moons", "--out", str(out), "--steps", "20", "--quiet"]
-    args += ["--n-data", "1000", "--batch-size", "64", "--width", "16", "--depth", "1"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     proc = subprocess.run(
-        [*launcher, "--nproc_per_node=2", "-m", "scoresde.cli", *args],
+        [*launcher, "--nproc_per_node=2", "-m", "scoresde.cli", *_train_argv(out, 20)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -258,55 +279,10 @@ def test_cli_train_under_torchrun_exits_cleanly(tmp_path):
 
 def test_cli_train_sample_likelihood(tmp_path, capsys):
     out = tmp_path / "run"
-    assert (
-        cli.main(
-            [
-                "train",
-                "--data",
-                "two_moons",
-                "--out",
-                str(out),
-                "--steps",
-                "30",
-                "--n-data",
-                "2000",
-                "--batch-size",
-                "64",
-                "--width",
-                "32",
-                "--depth",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert cli.main(_train_argv(out, 30)) == 0
     assert (out / "checkpoint.safetensors").exists() and (out / "loss.csv").exists()
     # --resume continues from the checkpoint up to --steps
-    assert (
-        cli.main(
-            [
-                "train",
-                "--data",
-                "two_moons",
-                "--out",
-                str(out),
-                "--steps",
-                "40",
-                "--n-data",
-                "2000",
-                "--batch-size",
-                "64",
-                "--width",
-                "32",
-                "--depth",
-                "1",
-                "--resume",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert cli.main(_train_argv(out, 40, "--resume")) == 0
     assert load_checkpoint(out / "checkpoint")[1]["step"] == 40
     npy = tmp_path / "s.npy"
     assert (
