@@ -63,13 +63,60 @@ def gmm64(seed: int = 0) -> GaussianMixture:
     return GaussianMixture(means, stds, weights=weights)
 
 
+def narrow() -> GaussianMixture:
+    """A hard 2-D mixture: 7 anisotropic modes with per-coordinate stds from 0.02 to 0.5 and
+    weights from 0.02 to 0.30 (issue 13). Residual noise sigma(eps) ~ 0.01 at the end of sampling
+    visibly widens its narrowest modes, and per-sample Langevin steps blow up on them."""
+    means = [
+        [-2.0, -2.0],
+        [0.0, 1.5],
+        [2.0, -1.5],
+        [1.5, 1.5],
+        [-2.0, 1.0],
+        [0.5, -0.5],
+        [-0.8, 0.2],
+    ]
+    stds = [
+        [0.5, 0.1],
+        [0.02, 0.3],
+        [0.2, 0.05],
+        [0.05, 0.05],
+        [0.3, 0.02],
+        [0.1, 0.4],
+        [0.02, 0.02],
+    ]
+    weights = [0.30, 0.22, 0.16, 0.12, 0.10, 0.08, 0.02]
+    return GaussianMixture(torch.tensor(means, dtype=F64), torch.tensor(stds, dtype=F64), weights)
+
+
+def aniso256(seed: int = 0) -> GaussianMixture:
+    """A hard seeded 256-D mixture: 8 components, means N(0, I), per-coordinate stds log-uniform
+    in [0.02, 0.5] (a 25x spread within each mode), weights 0.30 down to 0.02."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(8, 256, generator=g, dtype=F64)
+    stds = 0.02 * 25.0 ** torch.rand(8, 256, generator=g, dtype=F64)
+    weights = torch.tensor([0.30, 0.20, 0.15, 0.12, 0.09, 0.07, 0.05, 0.02], dtype=F64)
+    return GaussianMixture(means, stds, weights=weights)
+
+
 #: Exact-score presets: name -> function returning the data distribution (a GaussianMixture).
-PROBLEMS: dict[str, Callable[[], GaussianMixture]] = {"ring": ring, "grid": grid, "gmm64": gmm64}
+#: ``narrow`` and ``aniso256`` are the hard cases (fine structure, unequal weights).
+PROBLEMS: dict[str, Callable[[], GaussianMixture]] = {
+    "ring": ring,
+    "grid": grid,
+    "gmm64": gmm64,
+    "narrow": narrow,
+    "aniso256": aniso256,
+}
 #: SDE names accepted by ``compare(sde=...)``: Song et al.'s defaults (beta in [0.1, 20],
 #: sigma in [0.01, 50]).
 SDES: dict[str, Callable[[], SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-#: Metric names accepted by ``compare(metrics=...)``; each is computed against the reference set.
-METRICS: tuple[str, ...] = ("mmd2", "frechet", "sliced_w2", "energy")
+#: Metric names accepted by ``compare(metrics=...)``; each is computed against the reference set,
+#: except ``mode_tv`` and ``width`` (``metrics.mode_weight_tv`` / ``metrics.width_error``), which
+#: need the problem's mixture (``Problem.mixture``) and are computed against it.
+METRICS: tuple[str, ...] = ("mmd2", "frechet", "sliced_w2", "energy", "mode_tv", "width")
+#: Metrics that need ``Problem.mixture``; ``compare`` adds them by default where it has one.
+MIXTURE_METRICS: tuple[str, ...] = ("mode_tv", "width")
 #: Tolerances (rtol = atol) at which adaptive solvers (ode_rk45, scipy, torchsde adaptive=True)
 #: are run when their options give none: they take tolerances, not step counts.
 DEFAULT_RTOLS: tuple[float, ...] = (1e-2, 1e-3, 1e-4, 1e-5)
@@ -113,6 +160,9 @@ class Problem:
         must then accept float64 x).
     device
         Where ``score_fn`` runs; x_T and the runs live there.
+    mixture
+        For exact-score problems, p_eps itself as a ``GaussianMixture`` (the target of the
+        reference sets): the ``mode_tv`` and ``width`` metrics are computed against it.
     info
         Extra entries for the table's meta (a checkpoint's path, the data set).
     """
@@ -126,6 +176,7 @@ class Problem:
     eps: float | None = None
     reference_score_fn: Callable[[Tensor, Tensor], Tensor] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    mixture: GaussianMixture | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -147,7 +198,8 @@ def mixture_problem(
     """A Gaussian mixture under ``sde`` with its exact score (``exact_score``).
 
     Reference set k is n exact samples of p_eps, x_eps = alpha_eps x_0 + sigma_eps z, drawn with
-    seed ``seed + 1000 + k``; ``eps`` defaults to ``sde.sampling_eps``.
+    seed ``seed + 1000 + k``; ``eps`` defaults to ``sde.sampling_eps``. ``Problem.mixture`` is
+    p_eps, the mixture with means alpha_eps m_k and stds sqrt(alpha_eps^2 s_k^2 + sigma_eps^2).
     """
     _, sde_obj = _sde(sde)
     eps = sde_obj.sampling_eps if eps is None else float(eps)
@@ -168,6 +220,9 @@ def mixture_problem(
         "exact",
         eps=eps,
         device=device,
+        mixture=GaussianMixture(
+            alpha * data.means, torch.sqrt((alpha * data.stds) ** 2 + sigma**2), data.weights
+        ),
     )
 
 
@@ -564,13 +619,19 @@ def _fmt(v, digits: int = 3) -> str:
 
 
 def _metric_fns(
-    names: Sequence[str], target: Tensor, seed: int
+    names: Sequence[str], target: Tensor, seed: int, mixture: GaussianMixture | None = None
 ) -> dict[str, Callable[[Tensor, Tensor], float]]:
     """metric(x, y) functions; MMD's kernel scale and the sliced projections are fixed once, so
-    every solver (and the noise floor) is scored by the same statistic."""
+    every solver (and the noise floor) is scored by the same statistic. The mixture metrics
+    ignore y: they compare x with ``mixture``."""
     bad = [m for m in names if m not in METRICS]
     if bad:
         raise ValueError(f"unknown metric(s) {bad}; valid metrics are {METRICS}")
+    if mixture is None and any(m in MIXTURE_METRICS for m in names):
+        raise ValueError(
+            f"metrics {MIXTURE_METRICS} need a problem with a known mixture (an exact-score "
+            "preset or GaussianMixture), not a checkpoint"
+        )
     bandwidth = 2 * M.median_distance(target)
     fns: dict[str, Callable[[Tensor, Tensor], float]] = {}
     for m in names:
@@ -582,8 +643,12 @@ def _metric_fns(
             fns[m] = lambda x, y: M.sliced_wasserstein(
                 x, y, generator=torch.Generator().manual_seed(seed + 3)
             )
-        else:
+        elif m == "energy":
             fns[m] = M.energy_distance
+        elif m == "mode_tv":
+            fns[m] = lambda x, y: M.mode_weight_tv(x, mixture)
+        else:
+            fns[m] = lambda x, y: M.width_error(x, mixture)
     return fns
 
 
@@ -595,7 +660,7 @@ def compare(
     n: int = 4000,
     seed: int = 0,
     reference_tol: float = 1e-7,
-    metrics: Sequence[str] = ("mmd2", "frechet"),
+    metrics: Sequence[str] | None = None,
     rtols: Sequence[float] = DEFAULT_RTOLS,
     eps: float | None = None,
     n_ref: int | None = None,
@@ -637,7 +702,8 @@ def compare(
         rtol = atol of the float64 ``ode_rk45`` reference for ``ref_rms``.
     metrics
         Names in ``METRICS``, each computed on the flattened samples against the problem's
-        reference set ``draw(n, 0)``.
+        reference set ``draw(n, 0)`` (``mode_tv`` and ``width``: against ``Problem.mixture``).
+        Default: mmd2 and frechet, plus mode_tv and width where the problem has a mixture.
     eps
         Final time (default the problem's ``eps``, else ``sde.sampling_eps``); a mixture's exact
         target is p_eps, not p_0.
@@ -678,7 +744,9 @@ def compare(
         return x.to(device).to(dtype).reshape(n, -1)
 
     target = reference_set(0)
-    fns = _metric_fns(metrics, target, seed)
+    if metrics is None:
+        metrics = ("mmd2", "frechet") + (MIXTURE_METRICS if prob.mixture is not None else ())
+    fns = _metric_fns(metrics, target, seed, prob.mixture)
     floor_sets = [reference_set(k) for k in range(1, 2 * FLOOR_PAIRS + 1)]
     floor = {m: M.noise_floor(iter(floor_sets).__next__, fn, FLOOR_PAIRS) for m, fn in fns.items()}
 
@@ -885,7 +953,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _int_list(args.steps),
         n=args.n,
         seed=args.seed,
-        metrics=[m for m in args.metrics.split(",") if m],
+        metrics=[m for m in args.metrics.split(",") if m] if args.metrics else None,
         rtols=_float_list(args.rtols),
         reference_tol=args.reference_tol,
         n_ref=args.n_ref,
@@ -962,7 +1030,12 @@ def add_compare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", default="compare_results", help="output folder")
     p.add_argument("--n", type=int, default=4000, help="samples per run")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--metrics", default="mmd2,frechet", help=f"comma-separated, of {METRICS}")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help=f"comma-separated, of {METRICS} (default mmd2,frechet, plus mode_tv,width for a "
+        "--problem)",
+    )
     p.add_argument(
         "--rtols",
         default=",".join(f"{r:g}" for r in DEFAULT_RTOLS),

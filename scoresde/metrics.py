@@ -138,3 +138,65 @@ def noise_floor(sampler, metric, n_pairs: int = 5) -> tuple[float, float]:
         [metric(sampler(), sampler()) for _ in range(n_pairs)], dtype=torch.float64
     )
     return float(values.mean()), float(values.std())
+
+
+def _mixture_params(mixture, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(x (n, d), means (K, d), stds (K, d), weights (K,)) in float64 on x's device."""
+    a = _flat(x).double()
+    means, stds, weights = (
+        p.to(device=a.device, dtype=torch.float64)
+        for p in (mixture.means, mixture.stds, mixture.weights)
+    )
+    if a.shape[1] != means.shape[1]:
+        raise ValueError(
+            f"x has {a.shape[1]} values per sample but the mixture has dimension {means.shape[1]}"
+        )
+    return a, means, stds, weights
+
+
+def mode_assignment(x: Tensor, mixture) -> Tensor:
+    """(n,) index of each sample's most likely component, argmax_k w_k N(x; m_k, diag s_k^2).
+
+    ``mixture`` is a ``GaussianMixture`` (means (K, d), stds (K, d), weights (K,)).
+    """
+    a, means, stds, weights = _mixture_params(mixture, x)
+    z = (a.unsqueeze(1) - means) / stds  # (n, K, d)
+    log_joint = weights.log() - stds.log().sum(-1) - 0.5 * z.square().sum(-1)
+    return log_joint.argmax(1)
+
+
+def mode_weight_tv(x: Tensor, mixture) -> float:
+    """Total variation between the mixture's weights and the share of samples in each mode:
+    TV = 1/2 sum_k |n_k / n - w_k|, with samples assigned by ``mode_assignment``.
+
+    Between exact samples and the mixture it is not 0 but the sampling error of the shares
+    (~ sum_k sqrt(w_k (1 - w_k) / (2 pi n)) for well-separated modes) plus the share of samples
+    that overlapping modes misassign: compare it with its noise floor.
+    """
+    weights = mixture.weights.to(device=x.device, dtype=torch.float64)
+    counts = torch.bincount(mode_assignment(x, mixture), minlength=weights.numel())
+    return float(0.5 * (counts.double() / x.shape[0] - weights).abs().sum())
+
+
+def width_error(x: Tensor, mixture) -> float:
+    """Weight-averaged RMS log width error of the modes:
+
+        sum_k w_k sqrt( mean_j log(std_kj / s_kj)^2 ),
+
+    with std_kj the sample standard deviation of coordinate j over the samples assigned to mode
+    k (``mode_assignment``) and s_kj the mode's true std. A sampler that scales every mode's
+    spread by c has width error |log c|. A mode with fewer than 2 samples has no width: the
+    error is then inf (``mode_weight_tv`` shows the lost mass). Its floor between exact samples
+    and the mixture is the standard error of log std (~ 1 / sqrt(2 n_k) per coordinate) plus a
+    truncation bias where modes overlap: compare it with its noise floor.
+    """
+    a, _, stds, weights = _mixture_params(mixture, x)
+    k = mode_assignment(x, mixture)
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    for j in range(weights.numel()):
+        members = a[k == j]
+        if members.shape[0] < 2:
+            return float("inf")
+        log_ratio = torch.log(members.std(0) / stds[j])
+        total += weights[j] * log_ratio.square().mean().sqrt()
+    return float(total)

@@ -47,7 +47,9 @@ def test_grid_runs_with_measured_nfe(table):
     assert rows[("ode_heun", 5)]["nfe"] == 10 and rows[("ode_heun", 20)]["nfe"] == 40
     assert rows[("ddim(eta=1)", 20)]["nfe"] == 20
     assert all(r["error"] is None and r["seconds"] > 0 for r in table.rows)
-    assert set(table.noise_floor) == {"mmd2", "frechet"} and table.noise_floor["mmd2"][1] > 0
+    # a mixture problem gets the mode-weight and width metrics beside MMD² and Fréchet
+    assert set(table.noise_floor) == {"mmd2", "frechet", "mode_tv", "width"}
+    assert table.noise_floor["mmd2"][1] > 0
     assert rows[("ddim(eta=1)", 5)]["ref_rms"] is None  # stochastic: no path error
 
 
@@ -276,3 +278,28 @@ def test_image_checkpoint_writes_an_image_panel(tmp_path):
     assert "samples.png" in files and "trajectories.png" not in files
     with pytest.raises(ValueError, match="1797 items.*use n <= 163"):
         compare(prob, solvers=["ode_euler"], steps=[3], n=200)
+
+
+def test_mixture_metrics_are_taken_against_p_eps_and_match_the_metric_functions():
+    from scoresde.compare import mixture_problem, narrow
+    from scoresde.metrics import mode_weight_tv, width_error
+
+    prob = mixture_problem(narrow(), "vp", name="narrow")
+    alpha, sigma = prob.sde.marginal(torch.tensor(prob.eps, dtype=torch.float64))
+    data = narrow()
+    assert torch.allclose(prob.mixture.means, alpha * data.means)
+    assert torch.allclose(prob.mixture.stds, torch.sqrt(alpha**2 * data.stds**2 + sigma**2))
+    t = compare(prob, solvers=["dpm_solver"], steps=[30], n=2000, metrics=["mode_tv", "width"])
+    (row,) = t.rows
+    x = t.samples[("dpm_solver", 30)]
+    assert row["mode_tv"] == mode_weight_tv(x, prob.mixture)
+    assert row["width"] == width_error(x, prob.mixture)
+    # the floor is the spread of exact sets: positive mean (sampling error), positive spread
+    assert all(mu > 0 and sd > 0 for mu, sd in t.noise_floor.values())
+
+
+def test_mixture_metrics_need_a_mixture():
+    from scoresde.compare import _metric_fns
+
+    with pytest.raises(ValueError, match="mode_tv"):
+        _metric_fns(["mmd2", "mode_tv"], torch.zeros(10, 2), 0, None)

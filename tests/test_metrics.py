@@ -161,3 +161,108 @@ def test_metric_sits_at_noise_floor_for_one_distribution_and_above_for_a_shift(n
     shifted = fn(ring(1000, 3) + torch.tensor([1.0, 0.0]), ring(1000, 4))  # half the radius
     assert same <= mean + 3 * std
     assert shifted > mean + 6 * std
+
+
+# ---- mixture metrics: mode weights and widths --------------------------------------------------
+
+SEPARATED = sd.GaussianMixture(
+    torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, -10.0]], dtype=F64),
+    torch.tensor([[0.1, 0.5, 0.2], [0.3, 0.05, 0.4], [0.2, 0.2, 0.02]], dtype=F64),
+    [0.6, 0.3, 0.1],
+)  # modes >= 20 of their stds apart: no sample is assigned to the wrong mode
+
+
+def _samples_with_counts(mix, counts, c: float, seed: int) -> torch.Tensor:
+    """counts[k] samples of mode k with z standardised within each mode, scaled by c: each mode's
+    sample std is exactly c times its true std in every coordinate."""
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for k, m in enumerate(counts):
+        if m == 0:
+            continue
+        z = torch.randn(m, mix.dim, generator=g, dtype=F64)
+        z = (z - z.mean(0)) / z.std(0)
+        parts.append(mix.means[k] + c * mix.stds[k] * z)
+    return torch.cat(parts)
+
+
+def test_mode_assignment_is_the_most_likely_component():
+    from scipy.stats import multivariate_normal
+
+    from scoresde.metrics import mode_assignment
+
+    mix = sd.GaussianMixture(
+        torch.tensor([[0.0, 0.0], [1.0, 0.5], [-0.5, 1.0]], dtype=F64),
+        torch.tensor([[0.5, 0.3], [0.2, 0.6], [0.4, 0.4]], dtype=F64),
+        [0.5, 0.2, 0.3],
+    )  # overlapping: the assignment is a real decision
+    x = mix.sample(500, generator=torch.Generator().manual_seed(0))
+    dens = np.stack(
+        [
+            w * multivariate_normal(m, np.diag(s**2)).pdf(x.numpy())
+            for m, s, w in zip(
+                mix.means.numpy(), mix.stds.numpy(), mix.weights.numpy(), strict=True
+            )
+        ],
+        1,
+    )
+    assert torch.equal(mode_assignment(x, mix), torch.from_numpy(dens.argmax(1)))
+
+
+def test_mode_weight_tv_of_known_reassigned_weights():
+    from scoresde.metrics import mode_weight_tv
+
+    counts = [500, 200, 300]  # shares 0.5, 0.2, 0.3 against weights 0.6, 0.3, 0.1
+    x = _samples_with_counts(SEPARATED, counts, 1.0, 0)
+    assert mode_weight_tv(x, SEPARATED) == pytest.approx(0.5 * (0.1 + 0.1 + 0.2), abs=1e-12)
+
+
+def test_mode_weight_tv_of_exact_samples_is_within_sampling_error():
+    from scoresde.metrics import mode_weight_tv
+
+    n = 4000
+    w = SEPARATED.weights
+    # each share is within 4 standard errors sqrt(w (1 - w) / n) of its weight
+    bound = float(0.5 * (4 * (w * (1 - w) / n).sqrt()).sum())
+    for seed in range(5):
+        x = SEPARATED.sample(n, generator=torch.Generator().manual_seed(seed))
+        assert mode_weight_tv(x, SEPARATED) < bound
+
+
+@pytest.mark.parametrize("c", [0.7, 1.0, 1.25])
+def test_width_error_of_a_known_std_factor_is_abs_log_c(c):
+    from scoresde.metrics import width_error
+
+    x = _samples_with_counts(SEPARATED, [600, 300, 100], c, 1)
+    assert width_error(x, SEPARATED) == pytest.approx(abs(math.log(c)), abs=1e-9)
+
+
+def test_width_error_of_exact_samples_is_the_standard_error_of_log_std():
+    from scoresde.metrics import width_error
+
+    # log of a sample std has standard error 1 / sqrt(2 (m - 1)) for m Gaussian samples, so
+    # the RMS over 16 coordinates of mode k is ~ that, and the weighted sum is sum_k w_k SE_k.
+    mix = sd.GaussianMixture(SEPARATED.means.repeat(1, 6)[:, :16], 0.3, [0.6, 0.3, 0.1])
+    n = 4000
+    expected = float((mix.weights / (2 * (n * mix.weights - 1)).sqrt()).sum())
+    values = [
+        width_error(mix.sample(n, generator=torch.Generator().manual_seed(s)), mix)
+        for s in range(4)
+    ]
+    # the RMS over 16 coordinates has ~18% relative spread per mode; 4 draws average it down
+    assert np.mean(values) == pytest.approx(expected, rel=0.25)
+
+
+def test_width_error_is_inf_when_a_mode_is_lost():
+    from scoresde.metrics import mode_weight_tv, width_error
+
+    x = _samples_with_counts(SEPARATED, [700, 300, 0], 1.0, 2)
+    assert width_error(x, SEPARATED) == math.inf
+    assert mode_weight_tv(x, SEPARATED) == pytest.approx(0.1, abs=1e-12)
+
+
+def test_mixture_metrics_reject_a_dimension_mismatch():
+    from scoresde.metrics import width_error
+
+    with pytest.raises(ValueError, match="dimension 3"):
+        width_error(torch.zeros(10, 2), SEPARATED)

@@ -29,18 +29,18 @@ ANGLES = 2 * math.pi * torch.arange(8, dtype=F64) / 8
 # 8 Gaussians on a ring of radius 2, std 0.2.
 RING = sd.GaussianMixture(2 * torch.stack([ANGLES.cos(), ANGLES.sin()], 1), 0.2)
 
-# Every fixed-step solver with its option variants. On 2-D data the Langevin-type correctors use
-# the batch step rule: the per-sample SNR rule diverges in low dimension by design (see
-# LangevinCorrector's docstring); the per-sample rule is tested on 64-D data below.
+# Every fixed-step solver with its option variants. The Langevin-type correctors use their default
+# batch step rule: the per-sample SNR rule diverges in low dimension (see LangevinCorrector's
+# docstring); the per-sample rule is tested on 64-D data below.
 FIXED_VARIANTS = [
     ("euler_maruyama", {}),
     ("reverse_diffusion", {}),
     ("ancestral", {}),
     ("ancestral", {"variance": "beta"}),
-    ("pc", {"step_norm": "batch"}),
+    ("pc", {}),
     ("pc", {"corrector": "ald"}),
-    ("pc", {"predictor": "euler_maruyama", "corrector_steps": 2, "step_norm": "batch"}),
-    ("langevin", {"step_norm": "batch"}),
+    ("pc", {"predictor": "euler_maruyama", "corrector_steps": 2}),
+    ("langevin", {}),
     ("langevin", {"corrector": "ald"}),
     ("ode_euler", {}),
     ("ode_heun", {}),
@@ -124,7 +124,7 @@ def test_options_with_a_solver_object_are_rejected():
     assert res.nfe == 5
 
 
-@pytest.mark.parametrize("steps", [0, -3, 2.5, "10", 10.0, None])
+@pytest.mark.parametrize("steps", [0, -3, 2.5, "10", 10.0])
 @pytest.mark.parametrize("solver", ["ode_euler", "pc", "dpm_solver", "torchsde"])
 def test_bad_steps_are_rejected(solver, steps):
     with pytest.raises(ValueError, match="steps"):
@@ -382,8 +382,14 @@ def test_x_T_is_the_generators_first_draw_times_prior_std(name):
 # Solvers whose per-sample result cannot depend on the batch: everything fixed-step except the
 # batch-averaged Langevin step rule (ode_rk45, per-sample steps, is checked below; scipy uses one
 # error norm for the whole batch and torchsde one Brownian path, by design).
+def batch_coupled(name: str, options: dict) -> bool:
+    """Whether the solver's Langevin corrector takes batch means (its default step rule)."""
+    corrector = getattr(sd.make_solver(name, **options), "corrector", None)
+    return getattr(corrector, "step_norm", None) == "batch"
+
+
 PER_SAMPLE_VARIANTS = [
-    (name, opts) for name, opts in FIXED_VARIANTS if opts.get("step_norm") != "batch"
+    (name, opts) for name, opts in FIXED_VARIANTS if not batch_coupled(name, opts)
 ] + [("pc", {"step_norm": "sample"}), ("langevin", {"step_norm": "sample"})]
 
 
@@ -441,11 +447,11 @@ EXPECTED_NFE = [
     ("euler_maruyama", {}, N),
     ("reverse_diffusion", {}, N),
     ("ancestral", {}, N),
-    ("pc", {"step_norm": "batch"}, 2 * N),
-    ("pc", {"corrector_steps": 3, "step_norm": "batch"}, 4 * N),
+    ("pc", {}, 2 * N),
+    ("pc", {"corrector_steps": 3}, 4 * N),
     ("pc", {"corrector_steps": 0}, N),
-    ("pc", {"predictor": "none", "corrector_steps": 2, "step_norm": "batch"}, 2 * N),
-    ("langevin", {"corrector_steps": 3, "step_norm": "batch"}, 3 * N),
+    ("pc", {"predictor": "none", "corrector_steps": 2}, 2 * N),
+    ("langevin", {"corrector_steps": 3, "step_norm": "sample"}, 3 * N),
     ("ode_euler", {}, N),
     ("ode_heun", {}, 2 * N),
     ("ode_rk4", {}, 4 * N),
@@ -594,7 +600,7 @@ def test_solver_uses_its_documented_default_grid_or_the_requested_one(solver):
     sde = SDES["vp"]
     default = sd.make_solver(solver).default_time_grid
     assert default in sd.TIME_GRIDS
-    options = {"step_norm": "batch"} if solver in ("pc", "langevin") else {}
+    options = {}
     res = run(solver, options, steps=9)
     assert torch.equal(res.times, sd.make_time_grid(sde, 9, kind=default))
     res = run(solver, options, steps=9, time_grid="karras", rho=5.0)
@@ -659,11 +665,7 @@ def test_every_fixed_step_solver_is_finite_at_1000_steps(variant, dtype):
 
 N_MMD = 4000
 MMD_BANDWIDTH = 1.6  # kernel levels 1.6 ... 0.1: from the ring's radius to a component's std
-SAMPLING_OPTIONS = {
-    "pc": {"step_norm": "batch"},
-    "langevin": {"step_norm": "batch"},
-    "torchsde": {"method": "euler"},
-}
+SAMPLING_OPTIONS = {"torchsde": {"method": "euler"}}
 
 
 def mmd(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -744,8 +746,8 @@ MIX_64 = sd.GaussianMixture(
 
 @pytest.mark.parametrize("name", ["vp", "ve"])
 def test_pc_with_per_sample_step_rule_samples_a_64d_mixture(name):
-    # In high dimension ||z|| and ||score|| concentrate, so the default per-sample SNR rule is
-    # stable (in 2-D it diverges by design).
+    # In high dimension ||z|| and ||score|| concentrate, so the per-sample SNR rule (an option;
+    # the default is the batch rule) is stable (in 2-D it diverges by design).
     sde = SDES[name]
     draw = exact_marginal_sampler(sde, MIX_64, 1000, seed=5)
     _, floor = noise_floor(draw, mmd2, n_pairs=8)
@@ -756,6 +758,7 @@ def test_pc_with_per_sample_step_rule_samples_a_64d_mixture(name):
         (1000, 64),
         "pc",
         steps=1000,
+        step_norm="sample",
         dtype=torch.float32,
         generator=torch.Generator().manual_seed(3),
     )
@@ -843,3 +846,40 @@ def test_every_solver_samples_the_target_on_cuda(solver):
     assert res.samples.device.type == "cuda"
     value = mmd(res.samples.cpu(), reference)
     assert value <= 3 * floor, (value / floor, value, floor)
+
+
+# ---------------------------------------------------------------------------------------------
+# defaults: a default solver with default steps, the stable Langevin step rule
+
+
+def test_sample_runs_with_no_solver_and_no_steps():
+    # issue 20: sd.sample(sde, score, shape) works; the default solver takes its default steps
+    res = sd.sample(SDES["vp"], ring_score(), (8, 2), generator=torch.Generator().manual_seed(0))
+    default = sd.make_solver(sd.sampling.DEFAULT_SOLVER)
+    assert sd.sampling.DEFAULT_SOLVER != "pc"
+    assert res.nfe == default.default_steps
+    assert res.times.numel() == default.default_steps + 1
+
+
+@pytest.mark.parametrize("solver", sd.SOLVERS)
+def test_every_solver_declares_default_steps_or_takes_a_tolerance(solver):
+    algo = sd.make_solver(solver)
+    if not needs_steps(solver):
+        assert algo.default_steps is None
+        return
+    assert isinstance(algo.default_steps, int) and algo.default_steps >= 1
+    res = sd.sample(SDES["vp"], ring_score(), (2, 2), solver, **SAMPLING_OPTIONS.get(solver, {}))
+    assert bool(torch.isfinite(res.samples).all())
+    assert res.times.numel() == (algo.default_steps + 1 if algo.fixed_grid else 2)
+
+
+def test_explicit_steps_override_the_default_and_adaptive_torchsde_has_none():
+    res = sd.sample(SDES["vp"], ring_score(), (2, 2), "dpm_solver", 7)
+    assert res.nfe == 7
+    assert sd.make_solver("torchsde", adaptive=True).default_steps is None
+
+
+@pytest.mark.parametrize("solver", ["pc", "langevin"])
+def test_langevin_step_rule_defaults_to_the_batch_rule_and_keeps_the_per_sample_one(solver):
+    assert sd.make_solver(solver).corrector.step_norm == "batch"
+    assert sd.make_solver(solver, step_norm="sample").corrector.step_norm == "sample"

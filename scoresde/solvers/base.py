@@ -131,6 +131,8 @@ class Solver:
     fixed_grid: ClassVar[bool] = True
     #: Grid used when ``time_grid`` is not given; chosen by ``benchmarks/samplers.py``.
     default_time_grid: ClassVar[str] = "uniform"
+    #: Steps used when ``sample`` gets no ``steps`` (None: the solver needs them given).
+    default_steps: ClassVar[int | None] = None
 
     def __init__(self) -> None:  # solvers without options; ``options()`` then lists none
         pass

@@ -146,9 +146,14 @@ class DDIM(Solver):
         x_1 = alpha_1 x0_hat + sqrt(sigma_1^2 - sigma_eta^2) eps_hat + sigma_eta z.
     eta = 0 is the first-order exponential step of the probability-flow ODE (= DPM-Solver-1);
     eta = 1 is DDPM's ancestral step with the posterior variance.
+    End: returns x at the grid's last time (eps by default, carrying sigma(eps)); a VP grid
+    ending at t = 0 (alpha = 1, sigma = 0) makes the last step x0_hat, Tweedie's denoiser.
     """
 
     name = "ddim"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 500
 
     def __init__(self, eta: float = 0.0):
         if not eta >= 0:
@@ -182,9 +187,18 @@ class DPMSolver(Solver):
         noise: x_1 = (alpha_1/alpha_0) x - sigma_1 (phi_1 m0 + phi_2 D1 + phi_3 D2)
     with D1 ~ h m', D2 ~ h^2 m'' from divided differences. ``solver_type="midpoint"`` replaces
     phi_2 by phi_1 / 2 at order 2 (the "dpmsolver" variant of the reference code and diffusers).
+
+    End: returns x at the grid's last time, eps by default (``SDE.sampling_eps``, chosen by
+    benchmarks/endpoint.py). A grid ending at t = 0 makes the last step the limit h -> inf,
+    x0_hat at the previous time (first order; for VE too, although VE's own sigma(0) is
+    sigma_min): the same as ``denoise=True`` at that time, which narrows modes by as much as
+    stopping widens them (docs/samplers.md, "Where sampling ends").
     """
 
     name = "dpm_solver"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 100
 
     def __init__(
         self,
@@ -228,9 +242,14 @@ class DPMSolverSDE(Solver):
         x_1 = (sigma_1/sigma_0) e^{-h} x + alpha_1 int_0^h 2 e^{-2(h-u)} x0_hat(u) du
               + sigma_1 sqrt(1 - e^{-2h}) z,
     the integral by the Taylor polynomial of x0_hat as in ``dpm_solver`` (weights with 2h).
+    End: noise on the last step too, x at eps; on a grid ending at t = 0 the last step is
+    x0_hat without noise (see ``dpm_solver``).
     """
 
     name = "dpm_solver_sde"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 200
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
@@ -322,9 +341,14 @@ class UniPC(Solver):
     leaves UniP alone. The defaults (order 3, noise form, quadratic grid) are the benchmark's best
     (docs/samplers.md). Under strong classifier-free guidance use ``prediction="data"`` (measured
     at order 2): the noise form diverged at w = 8 with exact scores (docs/choosing.md, Guidance).
+    End: as ``dpm_solver`` (x at eps; x0_hat on a grid ending at t = 0; no corrector after the
+    last step).
     """
 
     name = "unipc"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 100
     #: Chosen by benchmarks/samplers.py (error per NFE at 5-20 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
 

@@ -48,9 +48,16 @@ FIXED_STEPS = {"euler": euler_step, "heun": heun_step, "rk4": rk4_step}
 
 
 class ODEEuler(Solver):
-    """Explicit Euler (``euler_step``) on the PF-ODE drift: order 1, one score call per step."""
+    """Explicit Euler (``euler_step``) on the PF-ODE drift: order 1, one score call per step.
+
+    End: returns x at the grid's last time, eps by default, where it still carries the residual
+    noise sigma(eps) (see ``SDE.sampling_eps``); ``denoise=True`` adds Tweedie's step there.
+    """
 
     name = "ode_euler"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 500
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "karras"
 
@@ -59,9 +66,16 @@ class ODEEuler(Solver):
 
 
 class ODEHeun(Solver):
-    """Heun's method (``heun_step``) on the PF-ODE drift: order 2, two score calls per step."""
+    """Heun's method (``heun_step``) on the PF-ODE drift: order 2, two score calls per step.
+
+    End: returns x at the grid's last time (eps by default), like ``ode_euler``; on a grid
+    ending at t = 0 its last stage evaluates the score at t = 0.
+    """
 
     name = "ode_heun"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 100
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
 
@@ -70,9 +84,15 @@ class ODEHeun(Solver):
 
 
 class ODERK4(Solver):
-    """Classical RK4 (``rk4_step``) on the PF-ODE drift: order 4, four score calls per step."""
+    """Classical RK4 (``rk4_step``) on the PF-ODE drift: order 4, four score calls per step.
+
+    End: returns x at the grid's last time (eps by default), like ``ode_heun``.
+    """
 
     name = "ode_rk4"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 50
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
         return rk4_step(ctx.pf_drift, x, t0, t1), state
@@ -189,6 +209,7 @@ class RK45(Solver):
 
     Every sample has its own step size, so its result does not depend on its batch.
     ``SampleResult.stats`` gets per-sample ``accepted_steps`` and ``rejected_steps``.
+    End: integrates exactly to eps and returns x_eps (``denoise=True`` adds Tweedie's step).
     """
 
     name = "ode_rk45"
@@ -272,6 +293,7 @@ class Scipy(Solver):
 
     Any ``method=`` of solve_ivp ("RK45", "DOP853", "Radau", "LSODA", ...). A reference, not a
     fast path: every right-hand-side evaluation moves the state to the device and back.
+    End: integrates exactly to eps and returns x_eps, like ``ode_rk45``.
     """
 
     name = "scipy"

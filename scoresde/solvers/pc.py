@@ -20,10 +20,18 @@ PREDICTORS = {
 class PredictorCorrector(Solver):
     """At each grid time t_i: ``corrector_steps`` corrector steps at t_i, then one predictor step
     t_i -> t_{i+1}, in the order of Song et al.'s reference sampler. NFE per step:
-    corrector_steps + 1 (corrector_steps alone with ``predictor="none"``).
+    corrector_steps + 1 (corrector_steps alone with ``predictor="none"``). End: the last
+    predictor step lands on eps (with the predictor's own end rule; ``reverse_diffusion`` adds
+    noise there too), so x_eps carries sigma(eps); ``denoise=True`` adds Tweedie's step.
+
+    The corrector defaults to the batch step rule (``step_norm="batch"``), which stays stable on
+    narrow modes; the per-sample rule is an option (see ``LangevinCorrector``).
     """
 
     name = "pc"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 500
     stochastic = True
     #: Chosen by benchmarks/samplers.py for the default per-sample step rule (64-D); 2-D data with
     #: ``step_norm="batch"`` does better on "quadratic" (docs/samplers.md).
@@ -36,7 +44,7 @@ class PredictorCorrector(Solver):
         snr: float = 0.16,
         corrector_steps: int = 1,
         step_size: float = 0.1,
-        step_norm: str = "sample",
+        step_norm: str = "batch",
     ):
         check_choice("predictor", predictor, tuple(PREDICTORS))
         self.predictor = PREDICTORS[predictor]() if PREDICTORS[predictor] else None
@@ -63,9 +71,13 @@ class Langevin(PredictorCorrector):
     """Corrector-only sampling: annealed Langevin dynamics over the time grid (Song et al.'s
     "LD" sampler with the SNR rule by default; ``corrector="ald"`` for NCSN's step rule).
     The last corrector runs at the grid's final time, so the grid's first time is skipped.
+    End: the last corrector step targets p_eps and adds noise, so x_eps carries sigma(eps).
     """
 
     name = "langevin"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 1000
     default_time_grid = "uniform"  # no grid helps corrector-only sampling (benchmarks/samplers.py)
 
     def __init__(
@@ -74,7 +86,7 @@ class Langevin(PredictorCorrector):
         snr: float = 0.16,
         corrector_steps: int = 1,
         step_size: float = 0.1,
-        step_norm: str = "sample",
+        step_norm: str = "batch",
     ):
         check_choice("corrector", corrector, ("langevin", "ald"))
         super().__init__("none", corrector, snr, corrector_steps, step_size, step_norm)

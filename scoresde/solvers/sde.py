@@ -14,9 +14,14 @@ class EulerMaruyama(Solver):
 
     With h = t0 - t1 > 0:  x1 = x - [f(x, t0) - g(t0)^2 score(x, t0)] h + g(t0) sqrt(h) z.
     Strong order 1/2 in general, 1 for this additive-noise SDE; weak order 1.
+    End: the last step adds noise like every other and lands on the grid's last time (eps by
+    default), so x_eps carries the residual noise sigma(eps).
     """
 
     name = "euler_maruyama"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 500
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "karras"
@@ -37,9 +42,13 @@ class ReverseDiffusion(Solver):
 
     The forward step t1 -> t0 is x_{t0} = x_{t1} + f_d + G z with f_d = (a - 1) x, G^2 = v (the
     exact Gaussian transition); reversed: x1 = x - f_d + G^2 score(x, t0) + G z.
+    End: as ``euler_maruyama``, noise on the last step too; returns x at eps.
     """
 
     name = "reverse_diffusion"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 500
     stochastic = True
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
@@ -60,11 +69,15 @@ class Ancestral(Solver):
         x1 = (x + v score(x, t0)) / a + s z,
     with s^2 = v (``variance="beta"``, Ho et al.'s sigma_t^2 = beta_t) or the posterior variance
     s^2 = v sigma_{t1}^2 / sigma_{t0}^2 (``"posterior"``, beta-tilde; also Song et al.'s SMLD rule).
-    As in Algorithm 2, no noise is added on the final step. Sub-VP has no such discrete chain in
-    Song et al., so it is rejected.
+    As in Algorithm 2, no noise is added on the final step: it returns the posterior mean of
+    x_eps given x at the previous grid time. Sub-VP has no such discrete chain in Song et al., so
+    it is rejected.
     """
 
     name = "ancestral"
+    #: Steps when none are given: at the noise floor on every benchmark problem
+    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    default_steps = 500
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "logsnr"

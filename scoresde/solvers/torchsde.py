@@ -67,6 +67,7 @@ class TorchsdeSolver(Solver):
     step-size control with ``rtol``/``atol``. The Brownian path is a ``torchsde.BrownianInterval``
     seeded from ``generator`` (one integer draw), so runs are reproducible. Milstein and SRK work
     because the noise is diagonal (here even additive: g depends on t only).
+    End: returns the SDE solution at eps, carrying sigma(eps), like ``euler_maruyama``.
     """
 
     name = "torchsde"
@@ -78,6 +79,11 @@ class TorchsdeSolver(Solver):
     ):
         self.method, self.adaptive = method, adaptive
         self.rtol, self.atol = rtol, atol
+
+    @property
+    def default_steps(self) -> int | None:  # type: ignore[override]
+        """500 fixed steps (as ``euler_maruyama``); none with ``adaptive=True``."""
+        return None if self.adaptive else 500
 
     def check(self, sde: SDE, steps: int | None) -> None:
         if not self.adaptive and not steps:
