@@ -7,7 +7,7 @@ mixture: what a user wants), MMD^2, mode-weight TV and width error (``scoresde.m
 * ``sample(sde, score, shape, steps=200)`` (the default solver) and ``sample(sde, score, shape)``
   (its default steps too);
 * ``pc`` at 200 steps with its default options, and with the old per-sample step rule;
-* every ODE solver at its defaults at 200 steps;
+* every ODE solver at its defaults at 200 steps, and every solver at its default steps;
 * every sampler at a 10 and a 20 NFE budget (steps = budget / NFE per step), the best marked.
 
 The noise floor of each metric is its RMS over ``--floor-sets`` independent exact data sets (for
@@ -126,6 +126,13 @@ def hard_part(case: Case, emit) -> None:
     add("pc, 200 steps, step_norm=sample (old default)", "pc", 200, step_norm="sample")
     for s in ODE_SOLVERS:
         add(f"{s}, 200 steps, defaults", s, 200)
+    emit(P.markdown_table(HEAD, rows) + "\n")
+    rows = [floor_row(case)]
+    for s in sd.SOLVERS:
+        steps = sd.make_solver(s).default_steps
+        if steps is not None:
+            add(f"{s}, its default {steps} steps", s, None)
+    emit("Every solver with no options and no steps (its ``default_steps``):\n")
     emit(P.markdown_table(HEAD, rows) + "\n")
     for budget in (10, 20):
         rows = [floor_row(case)]

@@ -9,8 +9,10 @@ classifier-free guidance (a guided score is not the exact score of a mixture) an
     python scripts/choosing_guide.py --copy-figures        # also docs/figures/choosing_*.png
     python scripts/choosing_guide.py --only main,sdes      # some sections
 
-Sections: ``main`` (ring and gmm64 under VP, every solver family), ``sdes`` (one solver set under
-VP, sub-VP and VE), ``grids`` (time grids), ``guidance``, ``likelihood``. Output: ``tables.md``
+Sections: ``main`` (ring and gmm64 under VP, every solver family), ``hard`` (the same solvers on
+the narrow-mode 2-D and the 256-D anisotropic mixtures, with mode-weight TV and width error),
+``sdes`` (one solver set under VP, sub-VP and VE), ``grids`` (time grids), ``guidance``,
+``likelihood``. Output: ``tables.md``
 (every table with the command that reproduces it), one ``scoresde compare`` folder per run
 (table.md/csv/json and its own plots) and the four ``choosing_*.png`` figures.
 """
@@ -66,13 +68,7 @@ SDE_SET = [
 GRIDS = ("uniform", "quadratic", "logsnr", "karras")
 GRID_SOLVERS = ["ode_heun", "dpm_solver:order=2,prediction=data", "dpm_solver"]
 
-N = {"ring": 4000, "gmm64": 2000}
-
-
-def _pc(problem: str) -> str:
-    # The per-sample Langevin step rule diverges in 2-D (docs/samplers.md); the ring needs the
-    # batch rule, as in the reference code.
-    return "pc:step_norm=batch" if problem == "ring" else "pc"
+N = {"ring": 4000, "gmm64": 2000, "narrow": 4000, "aniso256": 2000}
 
 
 def cli_command(problem, sde, solvers, steps, n, rtols, out) -> str:
@@ -149,7 +145,7 @@ def _err(r) -> str:
 
 def warm_up() -> None:
     """One tiny run of every solver, so that no timed row pays for imports or first calls."""
-    solvers = DETERMINISTIC + STOCHASTIC + ["pc:step_norm=batch"] + ADAPTIVE
+    solvers = DETERMINISTIC + STOCHASTIC + ADAPTIVE
     sd.compare("ring", "vp", solvers, (3,), n=16, rtols=(1e-2,), keep_samples=False)
 
 
@@ -159,8 +155,19 @@ def main_runs(out, log):
         ("ring", (5, 10, 20, 50, 100), (1e-2, 1e-3, 1e-4, 1e-5)),
         ("gmm64", (5, 10, 20, 50), (1e-2, 1e-3, 1e-4, 1e-5)),
     ):
-        solvers = DETERMINISTIC + [s if s != "pc" else _pc(problem) for s in STOCHASTIC] + ADAPTIVE
+        solvers = DETERMINISTIC + STOCHASTIC + ADAPTIVE
         res[problem] = run_compare(f"{problem}_vp", problem, "vp", solvers, steps, rtols, out, log)
+    return res
+
+
+def hard_runs(out, log):
+    """The hard presets (issue 13): every solver family at 10, 20 and 200 steps."""
+    res = {}
+    for problem in ("narrow", "aniso256"):
+        solvers = DETERMINISTIC + STOCHASTIC + ["ode_rk45"]
+        res[problem] = run_compare(
+            f"hard_{problem}_vp", problem, "vp", solvers, (10, 20, 200), (1e-5,), out, log
+        )
     return res
 
 
@@ -707,7 +714,7 @@ def fig_grids(grids, path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="results/choosing")
-    p.add_argument("--only", default="main,sdes,grids,guidance,likelihood")
+    p.add_argument("--only", default="main,hard,sdes,grids,guidance,likelihood")
     p.add_argument("--copy-figures", action="store_true", help="copy PNGs to docs/figures/")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -734,6 +741,10 @@ def main(argv=None) -> int:
         md += [det_vs_stoch_markdown(main_res), ""]
         figs.append(fig_error_vs_nfe(main_res, out / "choosing_error_vs_nfe.png"))
         figs.append(fig_time_vs_error(main_res, out / "choosing_time_vs_error.png"))
+    if "hard" in only:
+        for problem, (table, command) in hard_runs(out, log).items():
+            md += [f"## {problem} / vp: the hard mixtures", "", "```", command, "```", ""]
+            md += [table.to_markdown(), ""]
     if "sdes" in only:
         sde_res = sde_runs(out, log)
         md += ["## one solver set under VP, sub-VP and VE", ""]
@@ -771,7 +782,7 @@ def main(argv=None) -> int:
     md += ["## run times", ""] + [f"- {line}" for line in log] + [""]
     name = (
         "tables.md"
-        if only == {"main", "sdes", "grids", "guidance", "likelihood"}
+        if only == {"main", "hard", "sdes", "grids", "guidance", "likelihood"}
         else ("tables_" + "_".join(sorted(only)) + ".md")
     )
     (out / name).write_text("\n".join(md))

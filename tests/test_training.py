@@ -328,8 +328,8 @@ def test_cli_train_sample_likelihood(tmp_path, capsys):
         cli.main(["train", "--data", "nonexistent", "--out", str(out)])
     # library errors reach the user as one line, not a traceback
     ckpt = str(out / "checkpoint")
-    with pytest.raises(SystemExit, match="needs steps"):
-        cli.main(["sample", "--checkpoint", ckpt, "--out", str(npy)])
+    # no --steps: the solver's default steps (issue 20), not an error
+    assert cli.main(["sample", "--checkpoint", ckpt, "--out", str(npy), "--n", "4"]) == 0
     with pytest.raises(SystemExit, match="no checkpoint"):
         cli.main(["sample", "--checkpoint", str(tmp_path / "missing"), "--out", str(npy)])
     with pytest.raises(SystemExit, match="scoresde: option 'eta' given to --option is not key"):
