@@ -94,6 +94,14 @@ class Setup:
         )
         self.target = self.data.sample(n, torch.Generator().manual_seed(seed + 7)).float()
         self.floor = P.noise_floor(self.sde, self.data, 0.0, self.target, floor_draws, seed)
+        # RMS of (TV, width) over exact data sets: their floors (both are positive)
+        errs = torch.tensor(
+            [
+                P.mixture_errors(self.data, P.marginal_samples(self.sde, self.data, 0, n, k))
+                for k in range(seed + 2000, seed + 2000 + floor_draws)
+            ]
+        )
+        self.mixture_floor = errs.square().mean(0).sqrt().tolist()
         self.seed = seed
         self.cross_check = ""  # filled by ``cross_check`` when k-diffusion is available
 
@@ -534,6 +542,8 @@ class Result:
     fd: float | None
     seconds: float
     note: str = ""
+    tv: float | None = None
+    width: float | None = None
 
 
 def evaluate(s: Setup, e: Entry, budget: int) -> Result:
@@ -565,6 +575,7 @@ def evaluate(s: Setup, e: Entry, budget: int) -> Result:
         P.safe_frechet(x, s.target),
         seconds,
         note,
+        *P.mixture_errors(s.data, x),
     )
 
 
@@ -579,7 +590,8 @@ def report(results: list[Result], setups: dict[str, Setup], budgets) -> list[str
             f"{T_REF:g} on the first {s.n_ref} samples ({s.ref_nfe} NFE, "
             f"{s.ref_seconds:.0f} s). Noise floor vs the data: MMD² {P.fmt(f.mmd_mean)} ± "
             f"{P.fmt(f.mmd_std)}, Fréchet {P.fmt(f.fd_mean)} ± {P.fmt(f.fd_std)} "
-            f"({f.draws} draws).",
+            f"({f.draws} draws); mode TV {P.fmt(s.mixture_floor[0])}, width error "
+            f"{P.fmt(s.mixture_floor[1])} (RMS over {f.draws} exact sets).",
             "",
         ]
         if s.cross_check:
@@ -604,6 +616,8 @@ def report(results: list[Result], setups: dict[str, Setup], budgets) -> list[str
                         str(r.switches),
                         P.fmt(r.mmd2),
                         P.fmt(r.fd),
+                        P.fmt(r.tv),
+                        P.fmt(r.width),
                         f"{r.seconds:.2f}",
                     ]
                 )
@@ -623,6 +637,8 @@ def report(results: list[Result], setups: dict[str, Setup], budgets) -> list[str
                         "mode switches",
                         "MMD²",
                         "Fréchet",
+                        "mode TV",
+                        "width err",
                         "wall (s)",
                     ],
                     body,
@@ -640,6 +656,8 @@ def report(results: list[Result], setups: dict[str, Setup], budgets) -> list[str
                     str(r.nfe),
                     P.fmt(r.mmd2),
                     P.fmt(r.fd),
+                    P.fmt(r.tv),
+                    P.fmt(r.width),
                     f"{r.seconds:.2f}",
                 ]
                 for r in sto
@@ -648,7 +666,9 @@ def report(results: list[Result], setups: dict[str, Setup], budgets) -> list[str
                 f"#### {problem}, NFE ≤ {budget}: stochastic samplers, by MMD²",
                 "",
                 P.markdown_table(
-                    ["library", "sampler", "NFE", "MMD²", "Fréchet", "wall (s)"], body
+                    ["library", "sampler", "NFE", "MMD²", "Fréchet", "mode TV", "width err"]
+                    + ["wall (s)"],
+                    body,
                 ),
                 "",
             ]

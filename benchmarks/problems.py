@@ -21,7 +21,7 @@ from torch import Tensor
 
 import scoresde as sd
 from scoresde.compare import aniso256, gmm64, grid, narrow, ring
-from scoresde.metrics import mmd2
+from scoresde.metrics import mmd2, mode_weight_tv, width_error
 
 F64 = torch.float64
 
@@ -126,6 +126,14 @@ def safe_mmd2(x: Tensor, y: Tensor) -> float:
     if not bool(torch.isfinite(x).all()):
         return float("nan")
     return mmd2(x, y)
+
+
+def mixture_errors(data: sd.GaussianMixture, x: Tensor) -> tuple[float, float]:
+    """(mode-weight TV, width error) of samples x against the mixture (``scoresde.metrics``),
+    NaN for samples that are not finite."""
+    if not bool(torch.isfinite(x).all()):
+        return float("nan"), float("nan")
+    return mode_weight_tv(x, data), width_error(x, data)
 
 
 def safe_frechet(x: Tensor, y: Tensor) -> float:
