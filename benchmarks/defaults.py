@@ -23,6 +23,7 @@ easy presets, same metrics: nothing that worked may get worse.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,9 @@ class Case:
         return res.nfe, self.metrics(res.samples)
 
     def row(self, label: str, nfe: int, vals: list[float]) -> list[str]:
-        ratios = [v / f if f > 0 else float("nan") for v, f in zip(vals, self.floor, strict=True)]
+        ratios = [
+            abs(v) / f if f > 0 else float("nan") for v, f in zip(vals, self.floor, strict=True)
+        ]
         return [
             self.problem,
             self.sde_name,
@@ -141,7 +144,8 @@ def hard_part(case: Case, emit) -> None:
             steps = budget // per_step
             nfe, vals = case.run(solver, steps, **options)
             rows.append(case.row(f"{label}, {steps} steps", nfe, vals))
-            scored.append((sum(v / f for v, f in zip(vals, case.floor, strict=True)), len(rows)))
+            score = sum(abs(v) / f for v, f in zip(vals, case.floor, strict=True))
+            scored.append((score if math.isfinite(score) else math.inf, len(rows)))
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
         best = min(scored)[1] - 1
         rows[best][2] = f"**{rows[best][2]}**"
