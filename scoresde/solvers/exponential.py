@@ -151,8 +151,8 @@ class DDIM(Solver):
     """
 
     name = "ddim"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
 
     def __init__(self, eta: float = 0.0):
@@ -196,8 +196,8 @@ class DPMSolver(Solver):
     """
 
     name = "dpm_solver"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 100
 
     def __init__(
@@ -247,8 +247,8 @@ class DPMSolverSDE(Solver):
     """
 
     name = "dpm_solver_sde"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 200
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
@@ -346,8 +346,8 @@ class UniPC(Solver):
     """
 
     name = "unipc"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 100
     #: Chosen by benchmarks/samplers.py (error per NFE at 5-20 steps); see docs/samplers.md.
     default_time_grid = "quadratic"

@@ -55,8 +55,8 @@ class ODEEuler(Solver):
     """
 
     name = "ode_euler"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "karras"
@@ -73,8 +73,8 @@ class ODEHeun(Solver):
     """
 
     name = "ode_heun"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 100
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
@@ -90,8 +90,8 @@ class ODERK4(Solver):
     """
 
     name = "ode_rk4"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 50
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):

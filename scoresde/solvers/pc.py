@@ -29,8 +29,8 @@ class PredictorCorrector(Solver):
     """
 
     name = "pc"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
     stochastic = True
     #: Chosen by benchmarks/samplers.py for the default per-sample step rule (64-D); 2-D data with
@@ -75,8 +75,8 @@ class Langevin(PredictorCorrector):
     """
 
     name = "langevin"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 1000
     default_time_grid = "uniform"  # no grid helps corrector-only sampling (benchmarks/samplers.py)
 

@@ -19,8 +19,8 @@ class EulerMaruyama(Solver):
     """
 
     name = "euler_maruyama"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
@@ -46,8 +46,8 @@ class ReverseDiffusion(Solver):
     """
 
     name = "reverse_diffusion"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
     stochastic = True
 
@@ -75,8 +75,8 @@ class Ancestral(Solver):
     """
 
     name = "ancestral"
-    #: Steps when none are given: at the noise floor on every benchmark problem
-    #: (benchmarks/defaults.py; docs/samplers.md, "Defaults").
+    #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
