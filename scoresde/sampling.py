@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .sde import SDE, ScoreFn
 from .solvers.base import Context, CountingScore, NoiseSource, NonFiniteError, Solver
+from .solvers.edm import EDM, Restart
 from .solvers.exponential import DDIM, DPMSolver, DPMSolverSDE, UniPC
 from .solvers.ode import ODERK4, RK45, ODEEuler, ODEHeun, Scipy
 from .solvers.pc import Langevin, PredictorCorrector
@@ -41,6 +42,8 @@ _SOLVER_CLASSES: dict[str, type[Solver]] = {
         DPMSolver,
         DPMSolverSDE,
         UniPC,
+        EDM,
+        Restart,
         TorchsdeSolver,
     )
 }

@@ -59,6 +59,9 @@ FIXED_VARIANTS = [
     ("unipc", {}),
     ("unipc", {"order": 2, "prediction": "noise", "variant": "bh1"}),
     ("unipc", {"corrector": False}),
+    ("edm", {}),
+    ("edm", {"S_churn": 40.0, "S_tmin": 0.05, "S_tmax": 50.0}),
+    ("restart", {}),
 ]
 STOCHASTIC_VARIANTS = [
     (name, opts) for name, opts in FIXED_VARIANTS if sd.make_solver(name, **opts).stochastic
