@@ -39,17 +39,20 @@ from scoresde.metrics import MMD, mode_weight_tv, width_error  # noqa: E402
 
 F64 = torch.float64
 ODE_SOLVERS = ("ode_euler", "ode_heun", "ode_rk4", "ddim", "dpm_solver", "unipc")
-#: (label, solver, options, NFE per step) of the samplers tried at each NFE budget.
+#: (label, solver, options) of the samplers tried at each NFE budget, each at the largest step
+#: count whose NFE fits.
 BUDGET_SAMPLERS = (
-    ("ode_heun", "ode_heun", {}, 2),
-    ("ddim", "ddim", {}, 1),
-    ("dpm_solver", "dpm_solver", {}, 1),
-    ("dpm_solver(order=2,prediction=data)", "dpm_solver", {"order": 2, "prediction": "data"}, 1),
-    ("unipc", "unipc", {}, 1),
-    ("euler_maruyama", "euler_maruyama", {}, 1),
-    ("ancestral", "ancestral", {}, 1),
-    ("dpm_solver_sde", "dpm_solver_sde", {}, 1),
-    ("pc", "pc", {}, 2),
+    ("ode_heun", "ode_heun", {}),
+    ("ddim", "ddim", {}),
+    ("dpm_solver", "dpm_solver", {}),
+    ("dpm_solver(order=2,prediction=data)", "dpm_solver", {"order": 2, "prediction": "data"}),
+    ("unipc", "unipc", {}),
+    ("euler_maruyama", "euler_maruyama", {}),
+    ("ancestral", "ancestral", {}),
+    ("dpm_solver_sde", "dpm_solver_sde", {}),
+    ("pc", "pc", {}),
+    ("edm", "edm", {}),
+    ("restart", "restart", {}),
 )
 
 
@@ -88,6 +91,14 @@ class Case:
             return 0, [float("nan")] * 3
         return res.nfe, self.metrics(res.samples)
 
+    def fit_steps(self, solver: str, budget: int, **options) -> int | None:
+        """The largest step count whose NFE (counted on 2 samples) is at most ``budget``."""
+        for steps in range(budget, 0, -1):
+            probe = sd.sample(self.sde, self.score, (2, self.data.dim), solver, steps, **options)
+            if probe.nfe <= budget:
+                return steps
+        return None
+
     def row(self, label: str, nfe: int, vals: list[float]) -> list[str]:
         ratios = [
             abs(v) / f if f > 0 else float("nan") for v, f in zip(vals, self.floor, strict=True)
@@ -114,7 +125,11 @@ def floor_row(case: Case) -> list[str]:
     )
 
 
-def hard_part(case: Case, emit) -> None:
+def hard_part(case: Case, emit, only: set[str] | None = None) -> None:
+    """Part 1 on one case; ``only``: restrict every section to these solver names."""
+    if only is not None:
+        budget_part(case, emit, only)
+        return
     rows = [floor_row(case)]
 
     def add(label, solver, steps, **options):
@@ -137,11 +152,29 @@ def hard_part(case: Case, emit) -> None:
             add(f"{s}, its default {steps} steps", s, None)
     emit("Every solver with no options and no steps (its ``default_steps``):\n")
     emit(P.markdown_table(HEAD, rows) + "\n")
+    budget_part(case, emit, None)
+
+
+def budget_part(case: Case, emit, only: set[str] | None) -> None:
+    """Each sampler at 10 and 20 NFE (and, for ``only``, at 200 steps and its default steps)."""
+    if only is not None:
+        rows = [floor_row(case)]
+        for s in sorted(only):
+            for steps in (200, None):
+                nfe, vals = case.run(s, steps)
+                label = f"{s}, {steps or sd.make_solver(s).default_steps} steps, defaults"
+                rows.append(case.row(label, nfe, vals))
+                print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+        emit(P.markdown_table(HEAD, rows) + "\n")
     for budget in (10, 20):
         rows = [floor_row(case)]
         scored = []
-        for label, solver, options, per_step in BUDGET_SAMPLERS:
-            steps = budget // per_step
+        for label, solver, options in BUDGET_SAMPLERS:
+            if solver not in sd.SOLVERS or (only is not None and solver not in only):
+                continue
+            steps = case.fit_steps(solver, budget, **options)
+            if steps is None:
+                continue
             nfe, vals = case.run(solver, steps, **options)
             rows.append(case.row(f"{label}, {steps} steps", nfe, vals))
             score = sum(abs(v) / f for v, f in zip(vals, case.floor, strict=True))
@@ -196,7 +229,13 @@ def main(argv=None) -> None:
     p.add_argument("--floor-sets", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--only-solvers",
+        default=None,
+        help="part 1 for these only (200 steps, default steps, 10/20 NFE), e.g. edm,restart",
+    )
     args = p.parse_args(argv)
+    only = set(args.only_solvers.split(",")) if args.only_solvers else None
     torch.set_num_threads(1)
     out: list[str] = []
 
@@ -213,7 +252,7 @@ def main(argv=None) -> None:
             n = args.n if P.PROBLEMS[problem]().dim <= 2 else args.n_high
             case = Case(problem, sde_name, n, args.floor_sets, args.seed)
             emit(f"### {problem} / {sde_name}, n = {n}\n")
-            hard_part(case, emit)
+            hard_part(case, emit, only)
     if args.before_after != "none":
         steps_list = [int(s) for s in args.ba_steps.split(",")]
         for problem in args.before_after.split(","):

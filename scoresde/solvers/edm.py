@@ -128,6 +128,9 @@ class EDM(Solver):
 
     name = "edm"
     default_time_grid = "karras"
+    #: Steps when none are given (issue 20): as ``ode_heun`` (200 NFE); measured by
+    #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
+    default_steps = 100
 
     def __init__(
         self,
@@ -195,6 +198,8 @@ class Restart(Solver):
 
     name = "restart"
     default_time_grid = "karras"
+    #: Steps when none are given (issue 20): 100 Heun steps plus the restarts (208 NFE).
+    default_steps = 100
 
     def __init__(
         self,
