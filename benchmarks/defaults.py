@@ -206,9 +206,9 @@ def before_after(case: Case, steps_list, old_eps: float, emit) -> None:
     rows[0] += [P.fmt(f) for f in case.floor for _ in range(2)]
     for label, solver, old, new in CHANGES:
         for steps in steps_list:
-            old = dict(old)
-            s_old = old.pop("solver", solver)
-            nfe_o, v_o = case.run(s_old, steps, eps=old_eps, **old)
+            old_opts = dict(old)
+            s_old = old_opts.pop("solver", solver)
+            nfe_o, v_o = case.run(s_old, steps, eps=old_eps, **old_opts)
             nfe_n, v_n = case.run(solver, steps, **new)
             cells = [P.fmt(v) for pair in zip(v_o, v_n, strict=True) for v in pair]
             rows.append(

@@ -21,7 +21,7 @@ from torch import Tensor
 
 import scoresde as sd
 from scoresde.compare import aniso256, gmm64, grid, narrow, ring
-from scoresde.metrics import mmd2, mode_weight_tv, width_error
+from scoresde.metrics import mmd2, mode_assignment, mode_weight_tv, width_error
 
 F64 = torch.float64
 
@@ -115,10 +115,7 @@ def path_error(data: sd.GaussianMixture, x: Tensor, ref: Tensor) -> PathError:
 
 def component(data: sd.GaussianMixture, x: Tensor) -> Tensor:
     """Index of the most likely mixture component of each sample (argmax_k w_k N(x; m_k, s_k))."""
-    m, s, w = data.means.to(F64), data.stds.to(F64), data.weights.to(F64)
-    diff = (x.unsqueeze(1) - m) / s
-    log_joint = torch.log(w) - torch.log(s).sum(-1) - 0.5 * diff.pow(2).sum(-1)
-    return log_joint.argmax(1)
+    return mode_assignment(x, data)
 
 
 def safe_mmd2(x: Tensor, y: Tensor) -> float:
