@@ -125,7 +125,9 @@ def floor_row(case: Case) -> list[str]:
     )
 
 
-def hard_part(case: Case, emit, only: set[str] | None = None) -> None:
+def hard_part(
+    case: Case, emit, only: set[str] | None = None, ode=ODE_SOLVERS, default_steps=True
+) -> None:
     """Part 1 on one case; ``only``: restrict every section to these solver names."""
     if only is not None:
         budget_part(case, emit, only)
@@ -142,16 +144,17 @@ def hard_part(case: Case, emit, only: set[str] | None = None) -> None:
     add("sample() (default solver and steps)", None, None)
     add("pc, 200 steps, defaults", "pc", 200)
     add("pc, 200 steps, step_norm=sample (old default)", "pc", 200, step_norm="sample")
-    for s in ODE_SOLVERS:
+    for s in ode:
         add(f"{s}, 200 steps, defaults", s, 200)
     emit(P.markdown_table(HEAD, rows) + "\n")
-    rows = [floor_row(case)]
-    for s in sd.SOLVERS:
-        steps = sd.make_solver(s).default_steps
-        if steps is not None:
-            add(f"{s}, its default {steps} steps", s, None)
-    emit("Every solver with no options and no steps (its ``default_steps``):\n")
-    emit(P.markdown_table(HEAD, rows) + "\n")
+    if default_steps:
+        rows = [floor_row(case)]
+        for s in sd.SOLVERS:
+            steps = sd.make_solver(s).default_steps
+            if steps is not None:
+                add(f"{s}, its default {steps} steps", s, None)
+        emit("Every solver with no options and no steps (its ``default_steps``):\n")
+        emit(P.markdown_table(HEAD, rows) + "\n")
     budget_part(case, emit, None)
 
 
@@ -234,6 +237,10 @@ def main(argv=None) -> None:
         default=None,
         help="part 1 for these only (200 steps, default steps, 10/20 NFE), e.g. edm,restart",
     )
+    p.add_argument("--ode-solvers", default=",".join(ODE_SOLVERS), help="ODE solvers at 200 steps")
+    p.add_argument(
+        "--skip-default-steps", action="store_true", help="skip 'every solver at its default steps'"
+    )
     args = p.parse_args(argv)
     only = set(args.only_solvers.split(",")) if args.only_solvers else None
     torch.set_num_threads(1)
@@ -252,7 +259,8 @@ def main(argv=None) -> None:
             n = args.n if P.PROBLEMS[problem]().dim <= 2 else args.n_high
             case = Case(problem, sde_name, n, args.floor_sets, args.seed)
             emit(f"### {problem} / {sde_name}, n = {n}\n")
-            hard_part(case, emit, only)
+            ode = [s for s in args.ode_solvers.split(",") if s]
+            hard_part(case, emit, only, ode, not args.skip_default_steps)
     if args.before_after != "none":
         steps_list = [int(s) for s in args.ba_steps.split(",")]
         for problem in args.before_after.split(","):

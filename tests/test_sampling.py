@@ -252,7 +252,7 @@ def test_non_finite_mid_run_names_the_step_and_time(
 
 def test_non_finite_from_torchsde_is_reported_by_final_time():
     score = nan_after(5, ring_score())
-    with pytest.raises(sd.NonFiniteError, match="by t = 0.001"):
+    with pytest.raises(sd.NonFiniteError, match=f"by t = {SDES['vp'].sampling_eps:g}$"):
         sd.sample(SDES["vp"], score, (4, 2), "torchsde", steps=10)
 
 
@@ -540,7 +540,8 @@ def test_adaptive_trajectory_holds_start_and_end(solver):
     assert res.trajectory.shape == (2, 8, 2)
     assert torch.equal(res.trajectory[0], x_T)
     assert torch.equal(res.trajectory[1], res.samples)
-    assert_close(res.times, torch.tensor([1.0, 1e-3], dtype=F64), rtol=0, atol=0)
+    expected = torch.tensor([1.0, SDES["vp"].sampling_eps], dtype=F64)
+    assert_close(res.times, expected, rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------
