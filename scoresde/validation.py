@@ -171,7 +171,9 @@ def check_tensor(
     if floating and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor (e.g. float32), got {value.dtype}")
     if value.dim() < min_dim:
-        raise ValueError(f"{name} must have >= {min_dim} dimensions, got {tuple(value.shape)}")
+        raise ValueError(
+            f"{name} must have >= {min_dim} dimensions, got shape {tuple(value.shape)}"
+        )
     if finite and value.numel() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{name} contains NaN or inf")
     return value
