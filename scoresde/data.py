@@ -156,12 +156,12 @@ def load_image_folder(path: str | Path, size: int | None = None, channels: int =
     """
     from PIL import Image
 
-    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    if not files:
-        raise ValueError(f"no .png/.jpg images in {path}")
     mode = {1: "L", 3: "RGB"}[check_choice("channels", channels, (1, 3))]
     if size is not None:
         size = check_int("size", size, 1)
+    files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise ValueError(f"no .png/.jpg images in {path}")
     images = []
     for f in files:
         with Image.open(f) as im:

@@ -180,7 +180,8 @@ def dopri5(
         if any_stuck:
             raise RuntimeError(
                 f"dopri5: the step size fell below the spacing of float64 times at "
-                f"t = {float(t[stuck][0]):.6g}; the ODE is too stiff for rtol={rtol}, atol={atol}"
+                f"t = {float(t[stuck][0]):.6g} (a singularity, or too stiff for "
+                f"rtol={rtol}, atol={atol})"
             )
         if not any_active:
             break
