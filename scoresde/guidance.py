@@ -75,7 +75,7 @@ def _check_scale(scale) -> float:
 def _check_interval(interval) -> tuple[float, float] | None:
     if interval is None:
         return None
-    if isinstance(interval, str) or not isinstance(interval, Sequence) or len(interval) != 2:
+    if isinstance(interval, str) or not hasattr(interval, "__len__") or len(interval) != 2:
         raise TypeError(f"interval must be None or (t_lo, t_hi), got {interval!r}")
     lo, hi = (check_real("interval", v) for v in interval)
     if not 0 <= lo <= hi:

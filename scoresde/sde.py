@@ -302,7 +302,7 @@ class SDE:
         """
         check_tensor("x", x, min_dim=1)
         tt = self._time(t, x.device)
-        a, v = self.transition(self._time(tt - as_time(dt, x.device), name="t - dt"), tt)
+        a, v = self.transition(tt - as_time(check_times("dt", dt, self.T), x.device), tt)
         return (batch_coeff(a, x) - 1) * x, batch_coeff(torch.sqrt(v), x)
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
