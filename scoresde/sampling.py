@@ -355,7 +355,9 @@ def sample_sharded(
     """
     import torch.distributed as dist
 
-    n = int(shape[0])
+    shape = check_shape("shape", shape, min_dims=2)
+    seed = check_int("seed", seed, 0)
+    n = shape[0]
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     per_rank = -(-n // world)  # ceil: the last ranks may get fewer (or no) samples
     lo, hi = min(n, rank * per_rank), min(n, (rank + 1) * per_rank)

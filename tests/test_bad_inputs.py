@@ -185,6 +185,18 @@ CASES = [
         TypeError,
         "sde",
     ),
+    (
+        "sample_sharded-float-seed",
+        lambda: sd.sample_sharded(SDE, SCORE, (4, 2), seed=1.5),
+        TypeError,
+        "seed",
+    ),
+    (
+        "sample_sharded-string-shape",
+        lambda: sd.sample_sharded(SDE, SCORE, "42"),
+        TypeError,
+        "shape",
+    ),
     ("make_time_grid-float-steps", lambda: sd.make_time_grid(SDE, 2.5), TypeError, "steps"),
     # -- solver options ----------------------------------------------------------------------------
     ("dpm-order-True", lambda: sample(solver="dpm_solver", order=True), ValueError, "order"),
