@@ -26,6 +26,7 @@ from .cliutil import (
     check_device,
     float_in,
     int_at_least,
+    load_checkpoint_model,
     say,
 )
 from .compare import add_compare_parser, add_demo_parser, parse_options
@@ -258,7 +259,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from .plots import save_class_grid, save_samples
     from .sampling import sample
-    from .training import event_shape, load_model
+    from .training import event_shape
 
     out = Path(args.out)
     if out.suffix.lower() not in (".npy", *FIGURE_SUFFIXES):
@@ -267,6 +268,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"of {', '.join(FIGURE_SUFFIXES)} (a figure)"
         )
     check_device(args.device)
+    out.parent.mkdir(parents=True, exist_ok=True)  # fails now rather than after sampling
     if args.threads:
         torch.set_num_threads(args.threads)
     options = parse_options(args.option or [], " given to --option")
@@ -274,7 +276,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if fixed:
         flags = ", ".join(f"{k} by {RESERVED_OPTIONS[k]}" for k in fixed)
         raise ValueError(f"--option cannot set {', '.join(fixed)}: the command sets {flags}")
-    model, meta = load_model(args.checkpoint, ema=not args.raw_weights, device=args.device)
+    model, meta = load_checkpoint_model(
+        args.checkpoint, ema=not args.raw_weights, device=args.device
+    )
     model.eval()
     labels = _class_labels(model, args)
     score_fn = _guided_score(model, args, labels)
@@ -297,7 +301,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 **options,
             )
     x = _transform(meta, res.samples.cpu(), inverse=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         np.save(out, x.numpy())
     else:
@@ -404,12 +407,11 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     import torch
 
     from .likelihood import bits_per_dim, dequantize, log_likelihood
-    from .training import load_model
 
     check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, meta = load_model(args.checkpoint, device=args.device)
+    model, meta = load_checkpoint_model(args.checkpoint, device=args.device)
     model.eval()
     x, _ = _load_data(args.data, args.n, args.seed + 1, args.data_key)
     if len(x) < args.n:
@@ -500,10 +502,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--data", required=True, help=_data_help())
     tr.add_argument(
-        "--data-key", default=None, help="the data array of a .npz file holding several"
+        "--data-key",
+        default=None,
+        help="the data array of a .npz file holding several (default: its only one)",
     )
     tr.add_argument(
-        "--label-key", default=None, help="the integer class-label array of a .npz file"
+        "--label-key",
+        default=None,
+        help="the integer class-label array of a .npz file (default: no labels)",
     )
     tr.add_argument("--out", required=True, help="output folder (checkpoint, loss.csv, figures)")
     tr.add_argument("--sde", choices=SDE_NAMES, default="vp", help="forward SDE")
@@ -659,7 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--checkpoint", required=True, help="checkpoint path, without suffix")
     li.add_argument("--data", required=True, help=_data_help())
     li.add_argument(
-        "--data-key", default=None, help="the data array of a .npz file holding several"
+        "--data-key",
+        default=None,
+        help="the data array of a .npz file holding several (default: its only one)",
     )
     li.add_argument("--n", type=POSITIVE_INT, default=256, help="how many data items")
     li.add_argument(

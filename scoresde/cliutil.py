@@ -144,3 +144,16 @@ def check_device(name: str | None) -> None:
             raise ValueError(f"--device {name}: this machine has {count} CUDA device(s)")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: MPS is not available on this machine; use cpu")
+
+
+def load_checkpoint_model(path: str, **kwargs):
+    """``training.load_model`` with every failure to read the files naming the checkpoint."""
+    from .training import load_model
+
+    try:
+        return load_model(path, **kwargs)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as err:  # a truncated or foreign file: safetensors' own errors
+        message = " ".join(str(err).split())
+        raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {message}") from err

@@ -39,6 +39,7 @@ from .cliutil import (
     check_device,
     int_at_least,
     list_of,
+    load_checkpoint_model,
     say,
 )
 from .oracle import GaussianMixture, exact_score
@@ -920,6 +921,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise SystemExit("scoresde: --sde cannot be given with --checkpoint (it has its SDE)")
         if args.data is None:
             raise SystemExit("scoresde: --checkpoint needs --data (the reference data set)")
+        meta = load_checkpoint_model(args.checkpoint)[1]  # a clear error for an unreadable file
+        if meta.get("standardize"):
+            raise ValueError(
+                f"{args.checkpoint} was trained with --standardize; compare runs in the data's "
+                "own units and does not undo it yet (sample it with 'scoresde sample')"
+            )
         problem = checkpoint_problem(args.checkpoint, args.data, device=args.device)
     table = compare(
         problem,
@@ -1002,13 +1009,13 @@ def add_compare_parser(
     which.add_argument(
         "--checkpoint",
         default=None,
-        help="a trained checkpoint, path without suffix (needs --data)",
+        help="a trained checkpoint, path without suffix, with --data (default: none, a --problem)",
     )
     p.add_argument(
         "--data",
         default=None,
         help="reference data for --checkpoint: a toy set name, 'digits', a .npy/.npz file or an "
-        "image folder",
+        "image folder (default: none; required with --checkpoint)",
     )
     p.add_argument(
         "--sde", default=None, choices=tuple(SDES), help="SDE for --problem (default: vp)"

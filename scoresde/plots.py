@@ -59,6 +59,41 @@ def save_samples(x: Tensor, path: str | Path, title: str = "", limit: float | No
     return _save(fig, path)
 
 
+def save_class_grid(
+    x: Tensor, labels: Tensor, path: str | Path, title: str = "", ncol: int = 10
+) -> Path:
+    """Samples of several classes as a PNG: for (N, C, H, W) images one row per class (its first
+    ``ncol`` samples, class index on the left); for (N, 2) points one colour per class."""
+    classes = sorted({int(c) for c in labels.tolist()})
+    if x.dim() == 4:
+        rows = [x[labels == c][:ncol] for c in classes]
+        ncol = max(len(r) for r in rows)
+        grid = image_grid(torch.cat(rows), ncol=ncol) if all(len(r) == ncol for r in rows) else None
+        if grid is None:
+            raise ValueError("save_class_grid needs the same number of samples of each class")
+        fig, ax = plt.subplots(figsize=(0.45 * ncol + 0.8, 0.45 * len(classes) + 0.7))
+        ax.imshow((grid.squeeze(-1) if grid.shape[-1] == 1 else grid).numpy(), cmap="gray")
+        h = x.shape[-2] + 1  # image_grid's pad of 1
+        ax.set_yticks([1 + h * k + h / 2 for k in range(len(classes))], [str(c) for c in classes])
+        ax.set_xticks([])
+        ax.set_ylabel("class")
+    elif x.dim() == 2 and x.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        pts = x.detach().cpu().float()
+        for c in classes:
+            sel = pts[labels == c]
+            ax.scatter(sel[:, 0], sel[:, 1], s=1, alpha=0.5, label=str(c))
+        ax.legend(title="class", fontsize=7, markerscale=6)
+        ax.set(aspect="equal", xlabel="$x_1$", ylabel="$x_2$")
+    else:
+        raise ValueError(
+            f"save_class_grid takes (N, 2) points or (N, C, H, W) images, got {tuple(x.shape)}"
+        )
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 # ----------------------------------------------------------------------------------------------
 # sampler comparison (``scoresde.compare``)
 
