@@ -241,8 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             say(
                 f"training a {type(net).__name__} (width {args.width}, {params / 1e3:.0f}k "
                 f"parameters) on {args.data}: {len(x)} items of shape {tuple(x.shape[1:])}, "
-                f"{remaining} steps of batch {args.batch_size} on {args.device} with "
-                f"{torch.get_num_threads()} threads. The bar's time left is the estimate; "
+                f"{remaining} steps of batch {args.batch_size} on {args.device}, torch threads: "
+                f"{torch.get_num_threads()}. The bar's time left is the estimate; "
                 f"{THREADS_HINT}."
             )
         if remaining > 0:
@@ -305,7 +305,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         np.save(out, x.numpy())
     else:
         title = f"{args.solver}, {res.nfe} NFE"
-        if args.label is not None:
+        if args.label == "all":
+            title += f"; classes 0-{int(labels.max())} (rows), guidance w = {args.guidance:g}"
+        elif args.label is not None:
             title += f"; class {args.label}, guidance w = {args.guidance:g}"
         if args.label == "all":
             save_class_grid(x, labels.cpu(), out, title=title)
