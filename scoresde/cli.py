@@ -287,7 +287,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     steps = {} if args.steps is None else {"steps": args.steps}  # else the solver's default
     with torch.no_grad():
         if args.inpaint_mask is not None:
-            res = _inpaint(model, score_fn, shape, args, generator, options)
+            res = _inpaint(model, meta, score_fn, shape, args, generator, options)
         else:
             res = sample(
                 model.sde,
@@ -307,11 +307,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         title = f"{args.solver}, {res.nfe} NFE"
         if args.label == "all":
             title += f"; classes 0-{int(labels.max())} (rows), guidance w = {args.guidance:g}"
-        elif args.label is not None:
-            title += f"; class {args.label}, guidance w = {args.guidance:g}"
-        if args.label == "all":
             save_class_grid(x, labels.cpu(), out, title=title)
         else:
+            if args.label is not None:
+                title += f"; class {args.label}, guidance w = {args.guidance:g}"
             save_samples(x, out, title=title)
     print(f"wrote {args.n} samples to {out} ({res.nfe} score evaluations)")
     return 0
@@ -325,7 +324,7 @@ RESERVED_OPTIONS = {
     "generator": "--seed",
     "seeds": "--seed",
     "device": "--device",
-    "progress": "the command (always on)",
+    "progress": "the command (on where stderr is a terminal)",
 }
 
 
@@ -333,13 +332,11 @@ def _class_labels(model, args: argparse.Namespace):
     """None, or the (n,) labels of ``--class K`` / ``--class all`` (n // K of each class)."""
     import torch
 
-    from .guidance import _num_classes
-
     if args.label is None:
         if args.guidance != 1.0:
             raise ValueError("--guidance needs --class (the class to guide towards, or 'all')")
         return None
-    classes = _num_classes(model)
+    classes = getattr(model.net, "config", {}).get("num_classes")
     if classes is None:
         raise ValueError(
             "--class needs a class-conditional checkpoint (train with --conditional); this one "
@@ -377,8 +374,9 @@ def _guided_score(model, args: argparse.Namespace, labels):
     return cfg_score_fn(model, labels.to(args.device), scale=args.guidance)
 
 
-def _inpaint(model, score_fn, shape, args: argparse.Namespace, generator, options):
-    """Inpaint the first ``--n`` items of ``--inpaint-data``: the mask's True part is kept."""
+def _inpaint(model, meta, score_fn, shape, args: argparse.Namespace, generator, options):
+    """Inpaint the first ``--n`` items of ``--inpaint-data``: the mask's True part is kept (in the
+    model's units: standardised as the checkpoint was trained)."""
     from .guidance import inpaint, mask_from_spec
 
     if args.steps is None:
@@ -395,7 +393,7 @@ def _inpaint(model, score_fn, shape, args: argparse.Namespace, generator, option
     return inpaint(
         model.sde,
         score_fn,
-        x[: args.n].to(args.device),
+        _transform(meta, x[: args.n]).to(args.device),
         mask.to(args.device),
         args.inpaint_method,
         args.steps,
@@ -462,11 +460,10 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
-    """--seed, --device and --threads, which every subcommand takes."""
+def _common(p: argparse.ArgumentParser) -> None:
+    """--seed, --device and --threads of train, sample and likelihood."""
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    if device:
-        p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     p.add_argument(
         "--threads",
         type=NONNEGATIVE_INT,
