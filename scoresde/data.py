@@ -14,6 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validation import check_bool, check_choice, check_generator, check_int, check_real
+
+
+def _check_n(n, generator) -> int:
+    check_generator("generator", generator)
+    return check_int("n", n, 1)
+
 
 def _rand(n, generator, *shape):
     return torch.rand(n, *shape, generator=generator, dtype=torch.float64)
@@ -25,6 +32,8 @@ def _randn(n, generator, *shape):
 
 def swiss_roll(n: int, generator: torch.Generator | None = None, noise: float = 0.5) -> Tensor:
     """The 2-D swiss roll (sklearn's make_swiss_roll projected to (x, z)), scaled by 1/5."""
+    n = _check_n(n, generator)
+    noise = check_real("noise", noise, 0.0)
     t = 1.5 * math.pi * (1 + 2 * _rand(n, generator))
     x = torch.stack([t * torch.cos(t), t * torch.sin(t)], 1) + noise * _randn(n, generator, 2)
     return (x / 5).float()
@@ -32,6 +41,8 @@ def swiss_roll(n: int, generator: torch.Generator | None = None, noise: float = 
 
 def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0.1) -> Tensor:
     """Two interleaved half circles (sklearn's make_moons), centred."""
+    n = _check_n(n, generator)
+    noise = check_real("noise", noise, 0.0)
     upper = torch.rand(n, generator=generator) < 0.5
     a = math.pi * _rand(n, generator)
     x = torch.where(
@@ -45,6 +56,8 @@ def two_moons(n: int, generator: torch.Generator | None = None, noise: float = 0
 
 def eight_gaussians(n: int, generator: torch.Generator | None = None, std: float = 0.1) -> Tensor:
     """Eight Gaussians of std ``std`` on a circle of radius 2 (like FFJORD's "8gaussians")."""
+    n = _check_n(n, generator)
+    std = check_real("std", std, 0.0)
     k = torch.randint(0, 8, (n,), generator=generator)
     angle = k.double() * (2 * math.pi / 8)
     centres = 2 * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
@@ -53,6 +66,7 @@ def eight_gaussians(n: int, generator: torch.Generator | None = None, std: float
 
 def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
     """Uniform on the black squares of a 4x4 checkerboard on [-2, 2]^2 (FFJORD)."""
+    n = _check_n(n, generator)
     x1 = 4 * _rand(n, generator) - 2
     offset = torch.randint(0, 2, (n,), generator=generator).double() * 2 - 2
     x2 = _rand(n, generator) + offset + torch.floor(x1) % 2
@@ -62,6 +76,8 @@ def checkerboard(n: int, generator: torch.Generator | None = None) -> Tensor:
 def pinwheel(n: int, generator: torch.Generator | None = None, arms: int = 5) -> Tensor:
     """A pinwheel of ``arms`` spiral arms of stretched Gaussians (after FFJORD's, with radial std
     0.3 and tangential std 0.05)."""
+    n = _check_n(n, generator)
+    arms = check_int("arms", arms, 1)
     k = torch.randint(0, arms, (n,), generator=generator).double()
     feats = _randn(n, generator, 2) * torch.tensor([0.3, 0.05], dtype=torch.float64)
     feats[:, 0] += 1.0
@@ -74,6 +90,8 @@ def pinwheel(n: int, generator: torch.Generator | None = None, arms: int = 5) ->
 
 def rings(n: int, generator: torch.Generator | None = None, noise: float = 0.08) -> Tensor:
     """Four concentric rings of radii 0.5, 1, 1.5, 2, uniform in angle."""
+    n = _check_n(n, generator)
+    noise = check_real("noise", noise, 0.0)
     radius = 0.5 * (torch.randint(0, 4, (n,), generator=generator).double() + 1)
     angle = 2 * math.pi * _rand(n, generator)
     x = radius[:, None] * torch.stack([torch.cos(angle), torch.sin(angle)], 1)
@@ -96,6 +114,7 @@ def digits(return_labels: bool = False):
     Needs the optional ``scikit-learn`` package (``pip install scoresde[digits]``); the data ship
     with it, nothing is downloaded. The 17 grey levels 0..16 map linearly to [-1, 1].
     """
+    check_bool("return_labels", return_labels)
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -137,13 +156,12 @@ def load_image_folder(path: str | Path, size: int | None = None, channels: int =
     """
     from PIL import Image
 
+    mode = {1: "L", 3: "RGB"}[check_choice("channels", channels, (1, 3))]
+    if size is not None:
+        size = check_int("size", size, 1)
     files = sorted(p for p in Path(path).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise ValueError(f"no .png/.jpg images in {path}")
-    modes = {1: "L", 3: "RGB"}
-    if channels not in modes:
-        raise ValueError(f"channels must be one of (1, 3), got {channels!r}")
-    mode = modes[channels]
     images = []
     for f in files:
         with Image.open(f) as im:

@@ -13,6 +13,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from .validation import (
+    check_callable,
+    check_choice,
+    check_generator,
+    check_int,
+    check_real,
+    check_tensor,
+)
+
 EpsFn = Callable[[Tensor, int], Tensor]
 
 
@@ -37,8 +46,10 @@ def ddpm_sample(
     variance beta_tilde_i = (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i) beta_i (``"posterior"``).
     Noise is drawn with ``torch.randn(x.shape, generator=generator)`` once per step i > 1.
     """
-    if variance not in ("posterior", "beta"):
-        raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
+    check_callable("eps_fn", eps_fn)
+    check_tensor("x_N", x_N, min_dim=1)
+    check_choice("variance", variance, ("posterior", "beta"))
+    check_generator("generator", generator)
     abar = _alpha_bars(betas).to(x_N.device)
     betas = torch.as_tensor(betas, dtype=torch.float64).to(x_N.device)
     x = x_N
@@ -68,9 +79,20 @@ def ddim_sample(
         s = eta sqrt((1 - abar_prev) / (1 - abar_i)) sqrt(1 - abar_i / abar_prev).
     The last step goes to index 0 (abar_0 = 1), where x_0 = x0_hat.
     """
+    check_callable("eps_fn", eps_fn)
+    check_tensor("x_N", x_N, min_dim=1)
+    eta = check_real("eta", eta, 0.0, 1.0)
+    check_generator("generator", generator)
     abar = _alpha_bars(betas).to(x_N.device)
     n = len(abar) - 1
-    taus = list(range(n, 0, -1)) if timesteps is None else [int(i) for i in timesteps]
+    if timesteps is None:
+        taus = list(range(n, 0, -1))
+    else:
+        if isinstance(timesteps, str) or not isinstance(timesteps, Sequence | Tensor):
+            raise TypeError(f"timesteps must be a sequence of integers, got {timesteps!r}")
+        taus = [check_int("timesteps", i) for i in timesteps]
+        if not taus:
+            raise ValueError("timesteps must not be empty")
     if (
         any(a <= b for a, b in zip(taus, taus[1:], strict=False))
         or not 1 <= taus[-1] <= taus[0] <= n

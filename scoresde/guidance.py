@@ -31,13 +31,23 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .losses import TRAIN_EPS, sample_times
-from .nets.embeddings import ConditionEmbedding, batch_time, check_int
+from .nets.embeddings import ConditionEmbedding, batch_time
 from .nets.mlp import ResidualBlock
 from .oracle import _check_label_values
 from .sampling import NonFiniteError, make_solver, make_time_grid
 from .sde import SDE, ScoreFn, TimeLike, batch_coeff
 from .solvers.base import Context, CountingScore, NoiseSource
 from .solvers.pc import PredictorCorrector
+from .validation import (
+    check_bool,
+    check_callable,
+    check_generator,
+    check_instance,
+    check_int,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 __all__ = [
     "classifier_free_guidance",
@@ -59,18 +69,15 @@ __all__ = [
 
 
 def _check_scale(scale) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
-        raise ValueError(f"scale must be a finite number, got {scale!r}")
-    return float(scale)
+    return check_real("scale", scale)
 
 
 def _check_interval(interval) -> tuple[float, float] | None:
     if interval is None:
         return None
-    try:
-        lo, hi = (float(v) for v in interval)
-    except (TypeError, ValueError):
-        raise ValueError(f"interval must be None or (t_lo, t_hi), got {interval!r}") from None
+    if isinstance(interval, str) or not hasattr(interval, "__len__") or len(interval) != 2:
+        raise TypeError(f"interval must be None or (t_lo, t_hi), got {interval!r}")
+    lo, hi = (check_real("interval", v) for v in interval)
     if not 0 <= lo <= hi:
         raise ValueError(f"interval must satisfy 0 <= t_lo <= t_hi, got {interval!r}")
     return lo, hi
@@ -115,6 +122,8 @@ def classifier_free_guidance(
     w = 1 (conditional only) and w = 0 without interval (unconditional only); for a
     class-conditional network ``cfg_score_fn`` batches the two into one call.
     """
+    check_callable("cond_score_fn", cond_score_fn)
+    check_callable("uncond_score_fn", uncond_score_fn)
     scale, interval = _check_scale(scale), _check_interval(interval)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
@@ -220,6 +229,8 @@ def classifier_guidance(
         ``classifier_log_prob(classifier, y)``); differentiated by autograd inside, so the guided
         score also works under a caller's ``torch.no_grad()``. The gradient is detached.
     """
+    check_callable("score_fn", score_fn)
+    check_callable("log_prob_y_fn", log_prob_y_fn)
     scale = _check_scale(scale)
 
     def guided(x: Tensor, t: TimeLike) -> Tensor:
@@ -298,7 +309,14 @@ def train_classifier(
     same SDE the score model uses, and minimises -log p_phi(y | x_t, t) with Adam (Dhariwal &
     Nichol 2021, Sec. 4: a classifier on noisy images). Runs on ``data``'s device.
     """
-    check_int("steps", steps)
+    check_instance("sde", sde, SDE)
+    check_tensor("data", data, min_dim=2)
+    check_tensor("labels", labels, floating=False)
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
+    check_positive("lr", lr)
+    check_real("eps", eps, 0.0, sde.T, lo_open=True, hi_open=True)
+    check_generator("generator", generator)
     if labels.shape != (data.shape[0],):
         raise ValueError(f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}")
     _check_label_values(labels, classifier.num_classes)
@@ -516,18 +534,22 @@ def inpaint(
     reference code's ``x_mean`` mixed the noisy state back in); the known coordinates at T are a
     forward-diffused copy of ``known``, not ``known`` itself.
     """
+    check_instance("sde", sde, SDE)
+    check_callable("score_fn", score_fn)
+    check_generator("generator", generator)
     opts = _method_options(method, options)
     mask = _check_known_mask(known, mask)
     # Unknown entries are never read (they may be NaN, as in missing data): zero them, so not
     # even a multiplication by a zero gradient can carry a NaN into the samples.
     known = torch.where(mask, known, torch.zeros((), dtype=known.dtype, device=known.device))
-    if not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps is None:
+        raise ValueError("inpaint needs steps (an integer >= 1)")
+    steps = check_int("steps", steps, 1)
     device, dtype = known.device, known.dtype
     ts = make_time_grid(sde, steps, eps, time_grid or METHOD_TIME_GRIDS[method], device=device)
     if method == "smc":
         return _smc(sde, score_fn, known, mask, ts, generator, progress, **opts)
-    denoise = opts.pop("denoise")
+    denoise = check_bool("denoise", opts.pop("denoise"))
     jump_length, repeats = opts.pop("jump_length", 1), opts.pop("repeats", 1)
     if opts["predictor"] == "none":
         raise ValueError("inpainting needs a predictor; choose one of the pc predictors")
@@ -561,9 +583,9 @@ def repaint_schedule(steps: int, jump_length: int, repeats: int) -> list[int]:
     the grid is traversed ``repeats`` times (RePaint's ``get_schedule_jump``, in our indexing).
     ``repeats=1`` is plain replacement.
     """
-    check_int("steps", steps)
-    check_int("jump_length", jump_length)
-    check_int("repeats", repeats)
+    check_int("steps", steps, 1)
+    check_int("jump_length", jump_length, 1)
+    check_int("repeats", repeats, 1)
     remaining_jumps = {r: repeats - 1 for r in range(0, steps - jump_length, jump_length)}
     r, path = steps, [0]  # r = steps - index: reverse steps still to go
     while r >= 1:
@@ -660,11 +682,9 @@ def _smc(
     ``ess_threshold * K`` is resampled systematically; the decision is a device-side select.
     As K grows the weighted particles converge to the model's exact conditional.
     """
-    check_int("particles", particles)
-    if not 0 <= ess_threshold <= 1:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold!r}")
-    if not twist_var_floor >= 0:
-        raise ValueError(f"twist_var_floor must be >= 0, got {twist_var_floor!r}")
+    check_int("particles", particles, 1)
+    check_real("ess_threshold", ess_threshold, 0.0, 1.0)
+    check_real("twist_var_floor", twist_var_floor, 0.0)
     b, k, steps = known.shape[0], particles, ts.numel() - 1
     event = known.shape[1:]
     dev, dtype = known.device, known.dtype

@@ -22,8 +22,18 @@ import torch
 from torch import Tensor
 
 from .sde import SDE, ScoreFn, batch_coeff, randn
-from .solvers.base import CountingScore, check_choice
-from .solvers.ode import FIXED_STEPS, dopri5, scipy_solve
+from .solvers.base import CountingScore
+from .solvers.ode import FIXED_STEPS, check_scipy_method, dopri5, scipy_solve
+from .validation import (
+    check_callable,
+    check_choice,
+    check_generator,
+    check_instance,
+    check_int,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 DIVERGENCES = ("exact", "hutchinson")
 INTEGRATORS = ("rk45", "scipy", *FIXED_STEPS)
@@ -131,21 +141,29 @@ def log_likelihood(
     prior_logp
         Log density used at T, default ``sde.prior_logp``.
     """
+    check_instance("sde", sde, SDE)
+    check_callable("score_fn", score_fn)
     check_choice("divergence", divergence, DIVERGENCES)
     check_choice("integrator", integrator, INTEGRATORS)
     check_choice("probe", probe, ("rademacher", "gaussian"))
-    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] < 1:
-        raise ValueError("x must be a tensor of shape (batch, *event) with batch >= 1")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be floating point, got {x.dtype}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
-    if not 0 < eps < sde.T:
-        raise ValueError(f"eps must be in (0, T) = (0, {sde.T}), got {eps!r}")
-    if n_probes < 1:
-        raise ValueError(f"n_probes must be >= 1, got {n_probes!r}")
-    if integrator in FIXED_STEPS and not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"integrator {integrator!r} needs steps (an integer >= 1)")
+    check_tensor("x", x, min_dim=2, finite=True)
+    if x.shape[0] < 1:
+        raise ValueError("x must have shape (batch, *event) with batch >= 1")
+    eps = check_real("eps", eps, 0.0, sde.T, lo_open=True, hi_open=True)
+    n_probes = check_int("n_probes", n_probes, 1)
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
+    if integrator in FIXED_STEPS:
+        if steps is None:
+            raise ValueError(f"integrator {integrator!r} needs steps (an integer >= 1)")
+        steps = check_int("steps", steps, 1)
+    if integrator == "scipy":
+        check_scipy_method(method)
+    check_generator("generator", generator)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size, 1)
+    if prior_logp is not None:
+        check_callable("prior_logp", prior_logp)
 
     score = CountingScore(score_fn)
     parts = []
@@ -183,6 +201,9 @@ def dequantize(
     to y = 2u - 1 (the convention of Song et al. / Ho et al.), ``"[0,1]"`` keeps u.
     """
     check_choice("scale", scale, ("[-1,1]", "[0,1]"))
+    check_tensor("x", x, floating=False)
+    n_bits = check_int("n_bits", n_bits, 1)
+    check_generator("generator", generator)
     dev = generator.device if generator is not None else x.device
     noise = torch.rand(x.shape, generator=generator, device=dev, dtype=torch.float64).to(x.device)
     u = (x.to(torch.float64) + noise) / 2**n_bits
@@ -200,7 +221,7 @@ def bits_per_dim(logp: Tensor, dims: int, n_bits: int = 8, scale: str = "[-1,1]"
     ``logp`` is log p_y (nats) per sample, e.g. ``log_likelihood(...).logp`` on dequantised data.
     """
     check_choice("scale", scale, ("[-1,1]", "[0,1]"))
-    if dims < 1:
-        raise ValueError(f"dims must be >= 1, got {dims!r}")
+    dims = check_int("dims", dims, 1)
+    n_bits = check_int("n_bits", n_bits, 1)
     log2_a = 1.0 if scale == "[-1,1]" else 0.0
     return -logp / (dims * math.log(2)) - log2_a + n_bits

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .sde import SDE, batch_coeff
-from .solvers.base import check_choice
+from .validation import check_choice, check_instance, check_times
 
 PARAMETERIZATIONS = ("eps", "score", "x0", "v")
 
@@ -82,8 +82,8 @@ class ScoreModel(nn.Module):
 
     def __init__(self, net: nn.Module, sde: SDE, parameterization: str = "eps"):
         super().__init__()
-        self.net = net
-        self.sde = sde
+        self.net = check_instance("net", net, nn.Module)
+        self.sde = check_instance("sde", sde, SDE)
         self.parameterization = check_choice(
             "parameterization", parameterization, PARAMETERIZATIONS
         )
@@ -94,11 +94,11 @@ class ScoreModel(nn.Module):
 
     def prediction(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The raw network output."""
-        t = _batch_time(t, x)
+        t = _batch_time(check_times("t", t, self.sde.T), x)
         return self.net(x, t, y) if y is not None else self.net(x, t)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        t = _batch_time(t, x)
+        t = _batch_time(check_times("t", t, self.sde.T), x)
         alpha, sigma = self.marginal(t)
         return score_from_prediction(
             self.prediction(x, t, y), self.parameterization, x, alpha, sigma
@@ -107,6 +107,8 @@ class ScoreModel(nn.Module):
 
 def _batch_time(t, x: Tensor) -> Tensor:
     # A Python float goes straight to x's dtype (as_tensor would round it through float32).
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     t = torch.tensor(float(t), dtype=x.dtype) if not isinstance(t, Tensor) else t
     t = t.to(device=x.device)
     t = t.expand(x.shape[0]) if t.dim() == 0 else t

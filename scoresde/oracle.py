@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .sde import SDE, TimeLike, as_time
+from .sde import SDE, TimeLike
+from .validation import check_generator, check_instance, check_int
 
 __all__ = [
     "GaussianMixture",
@@ -43,10 +44,16 @@ class GaussianMixture:
 
     def __init__(self, means, stds, weights=None):
         means = torch.as_tensor(means)
+        if means.dtype == torch.bool or means.is_complex():
+            raise TypeError(f"means must be real numbers, got {means.dtype}")
         if not means.is_floating_point():
             means = means.to(torch.get_default_dtype())
-        if means.dim() != 2:
-            raise ValueError(f"means must have shape (K, d), got {tuple(means.shape)}")
+        if means.dim() != 2 or means.numel() == 0:
+            raise ValueError(
+                f"means must have shape (K, d) with K, d >= 1, got {tuple(means.shape)}"
+            )
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means must be finite (no NaN or inf)")
         k, d = means.shape
         stds = torch.as_tensor(stds, dtype=means.dtype, device=means.device)
         if stds.dim() == 0 or stds.shape == (k,):
@@ -85,6 +92,8 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, d) exact samples: a component by its weight, then its Gaussian."""
+        n = check_int("n", n, 1)
+        check_generator("generator", generator)
         dev = generator.device if generator is not None else self.means.device
         w = self.weights.to(dev)
         k = torch.multinomial(w, n, replacement=True, generator=generator)
@@ -112,6 +121,9 @@ class GaussianMixture:
         return log_w + log_n, mean, var
 
     def _check_x(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"x must be a floating tensor, got {got}")
         if x.dim() < 2 or x[0].numel() != self.dim:
             raise ValueError(
                 f"x must have shape (batch, ...) with {self.dim} values per sample, "
@@ -172,12 +184,18 @@ def _score(mix: GaussianMixture, x: Tensor, alpha: Tensor, sigma: Tensor) -> Ten
 
 
 def _coefficients(sde: SDE, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
-    tt = as_time(t, x.device)
+    tt = sde._time(t, x.device)
     if tt.dim() == 0:
         tt = tt.expand(x.shape[0])
     elif tt.shape[0] != x.shape[0]:
         raise ValueError(f"t has {tt.shape[0]} entries but x has batch size {x.shape[0]}")
     return torch.exp(sde._log_alpha(tt)), torch.exp(sde._log_sigma(tt))
+
+
+def _check_sde_data(sde: SDE, data, cls: type) -> None:
+    # The times a score function is called with are checked in _coefficients (sde._time).
+    check_instance("sde", sde, SDE)
+    check_instance("data", data, cls)
 
 
 def exact_score(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike], Tensor]:
@@ -197,6 +215,7 @@ def exact_score(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike],
     >>> torch.allclose(score(x, t), -(x - alpha) / (alpha**2 * 0.25 + sigma**2))
     True
     """
+    _check_sde_data(sde, data, GaussianMixture)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         xf = data._check_x(x)
@@ -208,6 +227,7 @@ def exact_score(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike],
 
 def exact_log_prob(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike], Tensor]:
     """The exact log p_t(x), (batch,), of ``data`` diffused by ``sde``; t scalar or (batch,)."""
+    _check_sde_data(sde, data, GaussianMixture)
 
     def log_prob_fn(x: Tensor, t: TimeLike) -> Tensor:
         xf = data._check_x(x)
@@ -224,8 +244,13 @@ def gaussian_flow_map(sde: SDE, mean, std) -> Callable[[Tensor, TimeLike, TimeLi
     PF-ODE dx/dt = f x - g^2/2 score is linear in x with solution
     x_s = alpha_s m + sqrt(v_s / v_t) (x_t - alpha_t m)  (Song et al. 2021, Eq. 13, Gaussian data).
     """
+    check_instance("sde", sde, SDE)
     mean = torch.as_tensor(mean)
     std = torch.as_tensor(std)
+    if not bool(torch.isfinite(mean).all()):
+        raise ValueError("mean must be finite")
+    if not bool((torch.isfinite(std) & (std > 0)).all()):
+        raise ValueError("std must be finite and positive")
 
     def flow(x: Tensor, t: TimeLike, s: TimeLike) -> Tensor:
         m = mean.to(device=x.device, dtype=torch.float64).reshape(-1)
@@ -323,6 +348,8 @@ class ClassConditionalMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """(x, y): n exact draws of the joint, x (n, d) and labels y (n,) long."""
+        n = check_int("n", n, 1)
+        check_generator("generator", generator)
         x, k = _sample_components(self.mixture, n, generator)
         return x, self.component_class[k]
 
@@ -373,6 +400,7 @@ def exact_class_score(
     y
         A class (int) or ``(batch,)`` labels, checked once, here.
     """
+    _check_sde_data(sde, data, ClassConditionalMixture)
     _check_label_values(y, data.num_classes)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
@@ -396,6 +424,7 @@ def exact_classifier(
     scale 1 gives exactly ``exact_class_score`` (Song et al. 2021, Eq. 49: grad log p_t(x | y) =
     grad log p_t(x) + grad log p_t(y | x)). y : a class (int) or (batch,) labels, checked here.
     """
+    _check_sde_data(sde, data, ClassConditionalMixture)
     _check_label_values(y, data.num_classes)
 
     def log_prob_y(x: Tensor, t: TimeLike) -> Tensor:

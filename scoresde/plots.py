@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,6 +59,41 @@ def save_samples(x: Tensor, path: str | Path, title: str = "", limit: float | No
     return _save(fig, path)
 
 
+def save_class_grid(
+    x: Tensor, labels: Tensor, path: str | Path, title: str = "", ncol: int = 10
+) -> Path:
+    """Samples of several classes as a PNG: for (N, C, H, W) images one row per class (its first
+    ``ncol`` samples, class index on the left); for (N, 2) points one colour per class."""
+    classes = sorted({int(c) for c in labels.tolist()})
+    if x.dim() == 4:
+        rows = [x[labels == c][:ncol] for c in classes]
+        ncol = max(len(r) for r in rows)
+        grid = image_grid(torch.cat(rows), ncol=ncol) if all(len(r) == ncol for r in rows) else None
+        if grid is None:
+            raise ValueError("save_class_grid needs the same number of samples of each class")
+        fig, ax = plt.subplots(figsize=(0.45 * ncol + 0.8, 0.45 * len(classes) + 0.7))
+        ax.imshow((grid.squeeze(-1) if grid.shape[-1] == 1 else grid).numpy(), cmap="gray")
+        h = x.shape[-2] + 1  # image_grid's pad of 1
+        ax.set_yticks([1 + h * k + h / 2 for k in range(len(classes))], [str(c) for c in classes])
+        ax.set_xticks([])
+        ax.set_ylabel("class")
+    elif x.dim() == 2 and x.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        pts = x.detach().cpu().float()
+        for c in classes:
+            sel = pts[labels == c]
+            ax.scatter(sel[:, 0], sel[:, 1], s=1, alpha=0.5, label=str(c))
+        ax.legend(title="class", fontsize=7, markerscale=6)
+        ax.set(aspect="equal", xlabel="$x_1$", ylabel="$x_2$")
+    else:
+        raise ValueError(
+            f"save_class_grid takes (N, 2) points or (N, C, H, W) images, got {tuple(x.shape)}"
+        )
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
 # ----------------------------------------------------------------------------------------------
 # sampler comparison (``scoresde.compare``)
 
@@ -86,76 +122,101 @@ def _series(table, x_key: str, metric: str) -> dict[str, tuple[list[float], list
     return out
 
 
+#: Display names of the SDEs in titles (a table's meta holds a name of ``compare.SDES`` or a class).
+_SDE_NAMES = {"vp": "VP", "subvp": "sub-VP", "ve": "VE", "VPSDE": "VP", "SubVPSDE": "sub-VP"}
+_SDE_NAMES["VESDE"] = "VE"
+_MARKERS = "osD^v<>ph*"
+
+
+def solver_styles(labels) -> dict[str, dict[str, str]]:
+    """One colour and marker per solver label, by first-seen order: the same in every figure of
+    a table."""
+    return {
+        label: {"color": f"C{k % 10}", "marker": _MARKERS[k % len(_MARKERS)]}
+        for k, label in enumerate(dict.fromkeys(labels))
+    }
+
+
 def _error_axes(ax, table, series, metric: str, xlabel: str) -> None:
-    """Log-log lines per solver; values <= 0 (the unbiased MMD^2 can be negative) are drawn at
-    the lower edge as open markers; the noise floor mean + 2 std is a grey band."""
-    floor = table.noise_floor.get(metric) if metric in table.noise_floor else None
+    """Lines per solver on log-log axes, or a symlog y axis where a value is <= 0 (the unbiased
+    MMD^2 is negative when a solver is as close to the target as the noise allows): every value
+    is drawn where it is. The grey band is the noise floor up to mean + k sd, the same k as the
+    table's ``*``."""
+    floor = table.noise_floor.get(metric)
     kind = table.meta.get("target", "exact")  # "data" for a checkpoint with a data set
-    positive = [y for _, ys in series.values() for y in ys if y > 0]
-    if floor is not None and floor[0] + 2 * floor[1] > 0:
-        positive.append(floor[0] + 2 * floor[1])
-    if not positive:
-        raise ValueError(f"no positive values of {metric!r} to plot")
-    lo = min(positive) / 3
-    if floor is not None and floor[0] + 2 * floor[1] > 0:  # far below the floor is only noise
-        lo = max(lo, (floor[0] + 2 * floor[1]) / 30)
-    markers = "osD^v<>ph*"
-    for k, (label, (xs, ys)) in enumerate(series.items()):
-        mk = markers[k % len(markers)]
-        line = ax.plot(xs, [max(y, lo) for y in ys], marker=mk, ms=5, lw=1.5, label=label)[0]
-        neg = [(x, lo) for x, y in zip(xs, ys, strict=True) if y <= lo]
-        if neg:
-            ax.plot(
-                *zip(*neg, strict=True), ls="", marker=mk, ms=7, mfc="white", c=line.get_color()
-            )
+    k = table.floor_stds
+    values = [y for _, ys in series.values() for y in ys]
+    if not values:
+        raise ValueError(f"no finite values of {metric!r} to plot")
+    styles = solver_styles(table.solvers)
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, ms=5, lw=1.5, label=label, **styles[label])
+    top = None if floor is None else floor[0] + k * floor[1]
     if floor is not None:
-        top = floor[0] + 2 * floor[1]
+        bottom = min(0.0, *values) * 1.1 if min(values) <= 0 else min(values + [top]) / 3
         ax.axhspan(
-            lo,
-            max(top, lo),
+            bottom,
+            top,
             color="0.8",
             alpha=0.6,
             zorder=0,
-            label=f"noise floor ({kind} vs {kind}, mean + 2 sd = {top:.2g})",
+            label=f"noise floor ({kind} vs {kind}): up to mean + {k:g} sd = {top:.2g} "
+            "(* in the table)",
         )
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=lo)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(_METRIC_LABELS.get(metric, metric).replace("exact", kind))
-    if any(y <= lo for _, ys in series.values() for y in ys):
+    if min(values) > 0:
+        ax.set_yscale("log")
+    else:  # linear within +- one floor sd (or the smallest |value|), logarithmic beyond
+        small = [abs(y) for y in values if y != 0]
+        scale = floor[1] if floor is not None and floor[1] > 0 else min(small or [1.0])
+        ax.set_yscale("symlog", linthresh=scale)
+        ax.axhline(0.0, color="0.3", lw=0.8)
         ax.text(
             0.01,
             0.01,
-            "open markers: value below the axis (MMD$^2$ can be ≤ 0)",
+            f"symlog axis: linear in ±{scale:.2g}; values ≤ 0 are at or below the noise floor",
             transform=ax.transAxes,
             fontsize=7,
             color="0.3",
         )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric).replace("exact", kind))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(
+        fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0)
+    )  # beside, not over, the lines
 
 
-def _title(table, what: str) -> str:
+def figure_title(table, what: str) -> str:
+    """A figure title: what, the problem (or checkpoint and data), the SDE and n."""
     m = table.meta
-    return f"{what}: {m['problem']}, {m['sde']} SDE, n = {m['n']}"
+    if "checkpoint" in m:
+        where = f"checkpoint {'/'.join(Path(m['checkpoint']).parts[-2:])}, data {m['data']}"
+    else:
+        where = str(m["problem"])
+    sde = _SDE_NAMES.get(str(m["sde"]), str(m["sde"]))
+    return f"{what}: {where}, {sde} SDE, n = {m['n']}"
 
 
 def plot_error_vs_nfe(table, path: str | Path, metric: str = "mmd2") -> Path:
     """Error vs number of score evaluations, log-log, one line per solver, noise floor shaded.
 
     ``metric`` is one of the table's metrics or ``"ref_rms"`` (deterministic solvers only)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    _error_axes(ax, table, _series(table, "nfe", metric), metric, "NFE (score evaluations)")
-    ax.set_title(_title(table, "error vs NFE"))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    series = _series(table, "nfe", metric)
+    _error_axes(ax, table, series, metric, "NFE (score evaluations)")
+    nfes = [x for xs, _ in series.values() for x in xs]
+    ticks = [b * 10**e for e in range(6) for b in (1, 2, 5) if min(nfes) <= b * 10**e <= max(nfes)]
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])  # 5, 10, 20, ... rather than 6 x 10^0
+    ax.set_title(figure_title(table, "error vs NFE"))
     return _save(fig, path)
 
 
 def plot_time_vs_error(table, path: str | Path, metric: str = "mmd2") -> Path:
     """Error vs wall-clock time per run, log-log, one line per solver, noise floor shaded."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     _error_axes(ax, table, _series(table, "seconds", metric), metric, "wall time per run [s]")
-    ax.set_title(_title(table, "error vs wall time"))
+    ax.set_title(figure_title(table, "error vs wall time"))
     return _save(fig, path)
 
 
@@ -167,10 +228,11 @@ def plot_samples_grid(
     limit: float | None = None,
     max_points: int = 2000,
     reference_label: str = "exact",
+    colors: dict[str, str] | None = None,
 ) -> Path:
     """One panel per solver: a scatter for (N, d) points (first two coordinates; ``reference``
     drawn faintly behind and as its own first panel, titled ``reference_label``), an image grid
-    for (N, C, H, W) images."""
+    for (N, C, H, W) images. ``colors`` maps panel names to the points' colour (default C0)."""
     panels = dict(samples_by_solver)
     if reference is not None:
         panels = {reference_label: reference, **panels}
@@ -194,7 +256,8 @@ def plot_samples_grid(
                 ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", alpha=0.5)
             pts = x[:max_points].detach().cpu().float()
             ref = reference is not None and name == reference_label
-            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, c="C3" if ref else "C0")
+            color = "0.2" if ref else (colors or {}).get(name, "C0")
+            ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5, c=color)
             ax.set(xlim=(-limit, limit), ylim=(-limit, limit), aspect="equal")
             ax.tick_params(labelsize=7)
         else:

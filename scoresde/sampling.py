@@ -24,6 +24,19 @@ from .solvers.ode import ODERK4, RK45, ODEEuler, ODEHeun, Scipy
 from .solvers.pc import Langevin, PredictorCorrector
 from .solvers.sde import Ancestral, EulerMaruyama, ReverseDiffusion
 from .solvers.torchsde import TorchsdeSolver
+from .validation import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_device,
+    check_float_dtype,
+    check_instance,
+    check_int,
+    check_positive,
+    check_real,
+    check_shape,
+    check_tensor,
+)
 
 _SOLVER_CLASSES: dict[str, type[Solver]] = {
     cls.name: cls
@@ -90,6 +103,8 @@ def make_solver(solver: str | Solver, **options) -> Solver:
                 f"options {sorted(options)} given with a solver object; set them on it"
             )
         return solver
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a name in {SOLVERS} or a Solver, got {solver!r}")
     if solver not in _SOLVER_CLASSES:
         raise ValueError(f"unknown solver {solver!r}; valid solvers are {SOLVERS}")
     return _SOLVER_CLASSES[solver].create(**options)
@@ -112,11 +127,12 @@ def make_time_grid(
     karras:    sigma_i = (s_max^(1/rho) + i/N (s_min^(1/rho) - s_max^(1/rho)))^rho in
                sigma = sigma_t / alpha_t = exp(-lambda_t) (Karras et al. 2022, Eq. 5).
     """
+    check_instance("sde", sde, SDE)
     eps = _check_eps(sde, eps)
-    if not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if kind not in TIME_GRIDS:
-        raise ValueError(f"unknown time_grid {kind!r}; valid grids are {TIME_GRIDS}")
+    steps = check_int("steps", steps, 1)
+    check_choice("time_grid", kind, TIME_GRIDS)
+    rho = check_positive("rho", rho)
+    device = check_device("device", device)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64, device=device)
     t_hi = torch.tensor(sde.T, dtype=torch.float64, device=device)
     t_lo = torch.tensor(eps, dtype=torch.float64, device=device)
@@ -130,8 +146,6 @@ def make_time_grid(
         if kind == "logsnr":
             lam = lam_hi + u * (lam_lo - lam_hi)
         else:
-            if not rho > 0:
-                raise ValueError(f"rho must be positive, got {rho!r}")
             s_max, s_min = torch.exp(-lam_hi / rho), torch.exp(-lam_lo / rho)
             lam = -rho * torch.log(s_max + u * (s_min - s_max))
         ts = sde._t_from_log_snr(lam)
@@ -141,14 +155,15 @@ def make_time_grid(
 
 
 def _check_eps(sde: SDE, eps: float | None) -> float:
-    eps = sde.sampling_eps if eps is None else eps
-    if not (isinstance(eps, int | float) and 0 < eps < sde.T):
-        raise ValueError(f"eps must be in (0, T) = (0, {sde.T}), got {eps!r}")
-    return float(eps)
+    if eps is None:
+        return sde.sampling_eps
+    return check_real("eps", eps, 0.0, sde.T, lo_open=True, hi_open=True)
 
 
 def _explicit_grid(sde: SDE, grid: Tensor, device: torch.device) -> Tensor:
-    ts = torch.as_tensor(grid).to(device=device, dtype=torch.float64)
+    if grid.dtype == torch.bool or grid.is_complex():
+        raise TypeError(f"time_grid must be a real tensor of times, got {grid.dtype}")
+    ts = grid.to(device=device, dtype=torch.float64)
     if ts.dim() != 1 or ts.numel() < 2:
         raise ValueError(
             f"an explicit time_grid must be 1-D with >= 2 times, got {tuple(ts.shape)}"
@@ -232,19 +247,29 @@ def sample(
     ...
     ValueError: unknown solver 'dpm'; valid solvers are (...)
     """
+    check_instance("sde", sde, SDE)
+    check_callable("score_fn", score_fn)
     algo = make_solver(solver, **solver_options)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 2 or min(shape) < 1:
-        raise ValueError(f"shape must be (batch, *event) with positive sizes, got {shape}")
+    shape = check_shape("shape", shape, min_dims=2)
+    steps = None if steps is None else check_int("steps", steps, 1)
+    device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
+    denoise = check_bool("denoise", denoise)
+    check_bool("progress", progress)
+    return_trajectory = check_bool("return_trajectory", return_trajectory)
+    if callback is not None:
+        check_callable("callback", callback)
+    if time_grid is not None and not isinstance(time_grid, str | Tensor):
+        raise TypeError(f"time_grid must be a name in {TIME_GRIDS} or a tensor, got {time_grid!r}")
     if x_T is not None:
+        # An integer x_T made every step truncate (all-NaN samples, an int max|x| buffer that
+        # could not hold NaN): the state must be floating, and finite to start with.
+        check_tensor("x_T", x_T, floating=True, finite=True)
         if tuple(x_T.shape) != shape:
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape is {shape}")
-        device = torch.device(device) if device is not None else x_T.device
+        device = device if device is not None else x_T.device
         dtype = dtype or x_T.dtype
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = device if device is not None else torch.device("cpu")
     dtype = dtype or torch.get_default_dtype()
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
 
     if steps is None and not isinstance(time_grid, Tensor):
         steps = algo.default_steps
@@ -287,6 +312,7 @@ def sample(
             trajectory.append(x)
     if denoise:
         x = ctx.data_pred(x, ts[-1], score(x, ts[-1]))
+        _raise_if_nonfinite(x, None, ts[-1], "denoised samples")
     return SampleResult(
         samples=x,
         nfe=score.nfe,
@@ -300,7 +326,10 @@ def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory) -> Tensor:
     state = algo.init(ctx, x, ts)
     # max |x| after each step, kept on the device (NaN and inf propagate through the max): the
     # first non-finite step is found with one host sync at the end, none per step.
-    max_abs = torch.empty(ctx.steps, dtype=x.dtype, device=x.device)
+    # Floating even if x were not, so the buffer can hold the NaN it is there to catch.
+    max_abs = torch.empty(
+        ctx.steps, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device
+    )
     for i in tqdm(range(ctx.steps), disable=not progress, desc=algo.name, leave=False):
         x, state = algo.step(ctx, i, ts[i], ts[i + 1], x, state)
         max_abs[i] = torch.linalg.vector_norm(x, float("inf"))
@@ -315,11 +344,13 @@ def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory) -> Tensor:
     return x
 
 
-def _raise_if_nonfinite(x: Tensor | None, step: int | None, t: Tensor) -> None:
+def _raise_if_nonfinite(
+    x: Tensor | None, step: int | None, t: Tensor, what: str = "samples"
+) -> None:
     if x is not None and bool(torch.isfinite(x).all()):
         return
     where = f"at step {step} (t = {float(t):.6g})" if step is not None else f"by t = {float(t):.6g}"
-    raise NonFiniteError(f"non-finite values (NaN or inf) appeared in the samples {where}")
+    raise NonFiniteError(f"non-finite values (NaN or inf) appeared in the {what} {where}")
 
 
 def sample_sharded(
@@ -334,7 +365,9 @@ def sample_sharded(
     """
     import torch.distributed as dist
 
-    n = int(shape[0])
+    shape = check_shape("shape", shape, min_dims=2)
+    seed = check_int("seed", seed, 0)
+    n = shape[0]
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     per_rank = -(-n // world)  # ceil: the last ranks may get fewer (or no) samples
     lo, hi = min(n, rank * per_rank), min(n, (rank + 1) * per_rank)

@@ -21,6 +21,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .validation import (
+    check_bool,
+    check_callable,
+    check_choice,
+    check_device,
+    check_float_dtype,
+    check_generator,
+    check_int,
+    check_positive,
+    check_real,
+    check_shape,
+    check_tensor,
+    check_times,
+)
+
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 TimeLike = float | Tensor
 
@@ -64,12 +79,6 @@ def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
     return c.reshape(-1, *([1] * (x.dim() - 1))) if c.dim() == 1 else c
 
 
-def _check_positive(name: str, value: float) -> float:
-    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return float(value)
-
-
 # ----------------------------------------------------------------------------------------------
 # beta schedules for VP and sub-VP
 
@@ -81,8 +90,8 @@ class LinearSchedule:
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = _check_positive("beta_min", beta_min)
-        self.beta_max = _check_positive("beta_max", beta_max)
+        self.beta_min = check_positive("beta_min", beta_min)
+        self.beta_max = check_positive("beta_max", beta_max)
         if self.beta_max < self.beta_min:
             raise ValueError(
                 f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
@@ -121,11 +130,11 @@ class CosineSchedule:
     """
 
     def __init__(self, s: float = 0.008, beta_clip: float = 0.999, n_train: int = 1000):
-        self.s = _check_positive("s", s)
-        if not 0 < beta_clip < 1:
-            raise ValueError(f"beta_clip must be in (0, 1), got {beta_clip!r}")
-        self.beta_clip = beta_clip
-        self.n_train = n_train
+        self.s = s = check_positive("s", s)
+        self.beta_clip = beta_clip = check_real(
+            "beta_clip", beta_clip, 0, 1, lo_open=True, hi_open=True
+        )
+        self.n_train = n_train = check_int("n_train", n_train, 1)
         beta_max = beta_clip * n_train
         self.T = math.atan(beta_max * (1 + s) / math.pi) * 2 * (1 + s) / math.pi - s
         self.t_max = self.T
@@ -166,11 +175,9 @@ class CosineSchedule:
 
 
 def _make_schedule(schedule: str, beta_min: float, beta_max: float):
-    if schedule == "linear":
+    if check_choice("schedule", schedule, ("linear", "cosine")) == "linear":
         return LinearSchedule(beta_min, beta_max)
-    if schedule == "cosine":
-        return CosineSchedule()
-    raise ValueError(f"schedule must be one of ('linear', 'cosine'), got {schedule!r}")
+    return CosineSchedule()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,7 +197,14 @@ class SDE:
     sampling_eps: float = 1e-3
 
     def __init__(self, T: float = 1.0):
-        self.T = _check_positive("T", T)
+        self.T = check_positive("T", T)
+
+    def _time(self, t: TimeLike, device=None, name: str = "t") -> Tensor:
+        """``t`` checked to lie in [0, T] (see ``check_times``) as a float64 tensor on ``device``.
+
+        Times outside [0, T] are errors, not extrapolations of the schedule.
+        """
+        return as_time(check_times(name, t, self.T), device)
 
     # -- primitives (float64) -------------------------------------------------------------
     def _log_alpha(self, t: Tensor) -> Tensor:
@@ -211,34 +225,38 @@ class SDE:
     # -- public ------------------------------------------------------------------------------
     def marginal(self, t: TimeLike) -> tuple[Tensor, Tensor]:
         """(alpha_t, sigma_t): x_t = alpha_t x_0 + sigma_t z, z ~ N(0, I) (Song et al. Eq. 29)."""
-        tt = as_time(t)
+        tt = self._time(t)
         dt = _out_dtype(t)
         return torch.exp(self._log_alpha(tt)).to(dt), torch.exp(self._log_sigma(tt)).to(dt)
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         """Mean and std of p_0t(x_t | x_0); std is shaped to broadcast against x0."""
-        tt = as_time(t, x0.device)
+        check_tensor("x0", x0, min_dim=1)
+        tt = self._time(t, x0.device)
         alpha = batch_coeff(torch.exp(self._log_alpha(tt)), x0)
         sigma = batch_coeff(torch.exp(self._log_sigma(tt)), x0)
         return alpha * x0, sigma
 
     def log_snr(self, t: TimeLike) -> Tensor:
         """lambda_t = log(alpha_t / sigma_t), half the log-SNR (Lu et al. 2022, Sec. 3.1)."""
-        tt = as_time(t)
+        tt = self._time(t)
         return (self._log_alpha(tt) - self._log_sigma(tt)).to(_out_dtype(t))
 
     def t_from_log_snr(self, lam: TimeLike) -> Tensor:
         """Inverse of ``log_snr``: the time t with lambda_t = lam (closed form)."""
+        if not isinstance(lam, Tensor):
+            check_real("lam", lam, finite=False)  # lam = +-inf are t = 0 and the limit t -> inf
         lt = as_time(lam)
         return self._t_from_log_snr(lt).to(_out_dtype(lam))
 
     def drift(self, x: Tensor, t: TimeLike) -> Tensor:
         """f(x, t) = f(t) x."""
-        return batch_coeff(self._f(as_time(t, x.device)), x) * x
+        check_tensor("x", x, min_dim=1)
+        return batch_coeff(self._f(self._time(t, x.device)), x) * x
 
     def diffusion(self, t: TimeLike) -> Tensor:
         """g(t)."""
-        tt = as_time(t)
+        tt = self._time(t)
         return torch.sqrt(self._g2(tt)).to(_out_dtype(t))
 
     def prior_sample(
@@ -249,10 +267,15 @@ class SDE:
         dtype: torch.dtype | None = None,
     ) -> Tensor:
         """Draw from the prior N(0, prior_std^2 I)."""
-        return self.prior_std * randn(shape, generator, device, dtype or torch.get_default_dtype())
+        shape = check_shape("shape", shape)
+        generator = check_generator("generator", generator)
+        device = check_device("device", device)
+        dtype = check_float_dtype("dtype", dtype) or torch.get_default_dtype()
+        return self.prior_std * randn(shape, generator, device, dtype)
 
     def prior_logp(self, z: Tensor) -> Tensor:
         """(batch,) log density of N(0, prior_std^2 I) at z."""
+        check_tensor("z", z, min_dim=1)
         d = z[0].numel()
         sq = z.reshape(z.shape[0], -1).pow(2).sum(-1)
         return -0.5 * d * math.log(2 * math.pi * self.prior_std**2) - 0.5 * sq / self.prior_std**2
@@ -263,7 +286,7 @@ class SDE:
         a = alpha_t / alpha_s and v = sigma_t^2 - a^2 sigma_s^2, computed with expm1 so a small step
         keeps its relative accuracy.
         """
-        ss, tt = as_time(s), as_time(t)
+        ss, tt = self._time(s, name="s"), self._time(t)
         log_a = self._log_alpha(tt) - self._log_alpha(ss)
         ls_s, ls_t = self._log_sigma(ss), self._log_sigma(tt)
         # v = sigma_t^2 (1 - exp(2 (log_a + log sigma_s - log sigma_t)))
@@ -277,13 +300,15 @@ class SDE:
         for VP gives Ho et al.'s sqrt(1 - beta_i) x - x and sqrt(beta_i), and for VE the SMLD
         increments sqrt(sigma_i^2 - sigma_{i-1}^2).
         """
-        tt = as_time(t, x.device)
-        a, v = self.transition(tt - as_time(dt, x.device), tt)
+        check_tensor("x", x, min_dim=1)
+        tt = self._time(t, x.device)
+        a, v = self.transition(tt - as_time(check_times("dt", dt, self.T), x.device), tt)
         return (batch_coeff(a, x) - 1) * x, batch_coeff(torch.sqrt(v), x)
 
     def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
         """Reverse-time SDE (Anderson 1982; Song et al. Eq. 6) or probability-flow ODE (Eq. 13)."""
-        return ReverseSDE(self, score_fn, probability_flow)
+        check_callable("score_fn", score_fn)
+        return ReverseSDE(self, score_fn, check_bool("probability_flow", probability_flow))
 
     def config(self) -> dict:
         raise NotImplementedError
@@ -307,7 +332,7 @@ class ReverseSDE:
         return self.sde.T
 
     def drift(self, x: Tensor, t: TimeLike) -> Tensor:
-        tt = as_time(t, x.device)
+        tt = self.sde._time(t, x.device)
         g2 = batch_coeff(self.sde._g2(tt), x)
         c = 0.5 if self.probability_flow else 1.0
         t_batch = tt.expand(x.shape[0]).to(x.dtype) if tt.dim() == 0 else tt.to(x.dtype)
@@ -351,7 +376,7 @@ class _BetaSDE(SDE):
 
     def beta(self, t: TimeLike) -> Tensor:
         """beta(t) of the schedule."""
-        return self.schedule.beta(as_time(t)).to(_out_dtype(t))
+        return self.schedule.beta(self._time(t)).to(_out_dtype(t))
 
     def config(self) -> dict:
         return {"type": type(self).__name__, "T": self.T, **self.schedule.config()}
@@ -394,8 +419,7 @@ class VPSDE(_BetaSDE):
         >>> torch.allclose(betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64))
         True
         """
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        n = check_int("n", n, 1)
         betas = self.schedule.discrete_betas(n)
         if not bool((betas < 1).all()):  # linear: beta_max / n >= 1 is no Markov chain (NaN times)
             raise ValueError(f"n = {n} is too few steps: the betas reach {float(betas.max()):.3g}")
@@ -446,8 +470,8 @@ class VESDE(SDE):
     sampling_eps = 1e-5
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0):
-        self.sigma_min = _check_positive("sigma_min", sigma_min)
-        self.sigma_max = _check_positive("sigma_max", sigma_max)
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
         if self.sigma_max <= self.sigma_min:
             raise ValueError(
                 f"sigma_max must be > sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}"
@@ -482,6 +506,8 @@ class VESDE(SDE):
 
 def sde_from_config(config: dict) -> SDE:
     """Rebuild an SDE from ``sde.config()`` (used by checkpoints); unknown types are errors."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (sde.config()), got {type(config).__name__}")
     cfg = dict(config)
     kind = cfg.pop("type", None)
     if kind == "VESDE":

@@ -13,6 +13,8 @@
    original digit; writes ``inpaint.png`` (rows: original, known half, the three methods).
 
 CPU budget: training takes ~8-15 min on 2 cores (``--steps 4000``, width 16); sampling ~1 min.
+The class grid alone, from any class-conditional checkpoint, is ``scoresde sample --checkpoint
+OUT/checkpoint --class all --guidance 3 --n 100 --out grid.png``.
 
     python scripts/digits_guidance.py --out results/digits_guidance
 """
@@ -107,7 +109,12 @@ def main(argv=None) -> None:
         print(f"| {w:g} | {acc:.3f} | {res.nfe} | {time.perf_counter() - t1:.0f} |")
         ncol = min(args.per_class, 10)
         grid = res.samples.reshape(10, args.per_class, 1, 8, 8)[:, :ncol].reshape(-1, 1, 8, 8)
-        save_grid(grid, out / f"cfg_w{w:g}.png", ncol, f"CFG w = {w:g}: agreement {acc:.0%}")
+        save_grid(
+            grid,
+            out / f"cfg_w{w:g}.png",
+            ncol,
+            f"CFG w = {w:g}, rows: classes 0-9; agreement {acc:.0%}",
+        )
 
     # Inpainting: the top half is known, the bottom half is sampled.
     g = torch.Generator().manual_seed(args.seed + 2)

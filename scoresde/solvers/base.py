@@ -11,6 +11,9 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, ScoreFn, batch_coeff, randn
+from ..validation import check_callable, check_choice, check_generator, check_int
+
+__all__ = ["Context", "CountingScore", "NoiseSource", "NonFiniteError", "Solver", "check_choice"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -24,7 +27,7 @@ class CountingScore:
     """
 
     def __init__(self, score_fn: ScoreFn):
-        self.score_fn = score_fn
+        self.score_fn = check_callable("score_fn", score_fn)
         self.nfe = 0
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
@@ -58,14 +61,21 @@ class NoiseSource:
         self.shape = tuple(shape)
         self.device = device
         self.dtype = dtype
-        self.generator = generator
+        self.generator = check_generator("generator", generator)
         self.generators = None
         if seeds is not None:
+            if generator is not None:
+                raise ValueError("give either generator or seeds (one int per sample), not both")
+            if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | Tensor):
+                raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}")
             if len(seeds) != self.shape[0]:
                 raise ValueError(
                     f"seeds must have one entry per sample ({self.shape[0]}), got {len(seeds)}"
                 )
-            self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+            # torch.Generator.manual_seed takes any 64-bit pattern; negative seeds are refused so
+            # that one seed names one stream.
+            seeds = [check_int(f"seeds[{i}]", s, 0, 2**64 - 1) for i, s in enumerate(seeds)]
+            self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
     def __call__(self) -> Tensor:
         if self.generators is not None:
@@ -163,9 +173,3 @@ class Solver:
                 f"it accepts {cls.options() or 'no options'}"
             )
         return cls(**options)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
-    return value

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from ..sde import batch_coeff
-from .base import Context, check_choice
+from ..validation import check_choice, check_int, check_positive
+from .base import Context
 
 
 class LangevinCorrector:
@@ -30,12 +31,8 @@ class LangevinCorrector:
     """
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, step_norm: str = "batch"):
-        if not snr > 0:
-            raise ValueError(f"snr must be positive, got {snr!r}")
-        if n_steps < 0:
-            raise ValueError(f"corrector_steps must be >= 0, got {n_steps!r}")
-        self.snr = snr
-        self.n_steps = n_steps
+        self.snr = check_positive("snr", snr)  # finite: snr = inf made every step NaN
+        self.n_steps = check_int("corrector_steps", n_steps, 0)
         self.step_norm = check_choice("step_norm", step_norm, ("sample", "batch"))
 
     def __call__(self, ctx: Context, x: Tensor, t: Tensor, t_lo: Tensor, t_hi: Tensor) -> Tensor:
@@ -63,12 +60,8 @@ class AnnealedLangevinCorrector:
     """
 
     def __init__(self, step_size: float = 0.1, n_steps: int = 1):
-        if not step_size > 0:
-            raise ValueError(f"step_size must be positive, got {step_size!r}")
-        if n_steps < 0:
-            raise ValueError(f"corrector_steps must be >= 0, got {n_steps!r}")
-        self.step_size = step_size
-        self.n_steps = n_steps
+        self.step_size = check_positive("step_size", step_size)
+        self.n_steps = check_int("corrector_steps", n_steps, 0)
 
     def __call__(self, ctx: Context, x: Tensor, t: Tensor, t_lo: Tensor, t_hi: Tensor) -> Tensor:
         eps = self.step_size * ctx.coeffs(t)[1] ** 2

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Context, Solver, affine_step, check_choice
+from ..validation import check_bool, check_choice, check_real
+from .base import Context, Solver, affine_step
 
 
 def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -145,7 +146,9 @@ class DDIM(Solver):
     (the posterior variance times eta^2):
         x_1 = alpha_1 x0_hat + sqrt(sigma_1^2 - sigma_eta^2) eps_hat + sigma_eta z.
     eta = 0 is the first-order exponential step of the probability-flow ODE (= DPM-Solver-1);
-    eta = 1 is DDPM's ancestral step with the posterior variance.
+    eta = 1 is DDPM's ancestral step with the posterior variance. eta must lie in [0, 1]: then
+    sigma_eta <= sigma_1 on every grid (v <= sigma_0^2), and beyond it the square root of
+    sigma_1^2 - sigma_eta^2 turns NaN on some grids.
     End: returns x at the grid's last time (eps by default, carrying sigma(eps)); a VP grid
     ending at t = 0 (alpha = 1, sigma = 0) makes the last step x0_hat, Tweedie's denoiser.
     """
@@ -156,9 +159,7 @@ class DDIM(Solver):
     default_steps = 500
 
     def __init__(self, eta: float = 0.0):
-        if not eta >= 0:
-            raise ValueError(f"eta must be >= 0, got {eta!r}")
-        self.eta = float(eta)
+        self.eta = check_real("eta", eta, 0.0, 1.0)
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]
@@ -214,7 +215,7 @@ class DPMSolver(Solver):
         # case; the data form (DPM-Solver++, steadier under strong guidance) prefers quadratic.
         self.default_time_grid = "logsnr" if prediction == "noise" else "quadratic"
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
         a0, s0, a1, s1, lam = _intervals(ctx, ts)
@@ -257,7 +258,7 @@ class DPMSolverSDE(Solver):
     def __init__(self, order: int = 2, solver_type: str = "taylor", lower_order_final: bool = True):
         self.order = check_choice("order", order, (1, 2))
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
         a0, s0, a1, s1, lam = _intervals(ctx, ts)
@@ -368,8 +369,8 @@ class UniPC(Solver):
         # 1.25x from 10 steps on (geometric mean over six cases).
         variant = variant or ("bh2" if prediction == "data" else "bh1")
         self.variant = check_choice("variant", variant, ("bh1", "bh2"))
-        self.corrector = bool(corrector)
-        self.lower_order_final = lower_order_final
+        self.corrector = check_bool("corrector", corrector)
+        self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
         a0, s0, a1, s1, lam = _intervals(ctx, ts)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..validation import check_choice, check_int, check_positive, check_real
 from .base import Context, NonFiniteError, Solver
 
 Drift = Callable[[Tensor, Tensor], Tensor]
@@ -113,7 +114,22 @@ _DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 
 
 
 def _rms(v: Tensor, scale: Tensor) -> Tensor:
-    return (v / scale).flatten(1).pow(2).mean(1).sqrt()
+    # In at least float32: squares of float16 errors overflow (65504) and every step was rejected.
+    dt = torch.promote_types(v.dtype, torch.float32)
+    return (v.to(dt) / scale.to(dt)).flatten(1).pow(2).mean(1).sqrt()
+
+
+def check_dopri5_options(
+    rtol: float, atol: float, safety: float, max_steps: int, first_step: float | None
+) -> None:
+    """Raise unless the controller's options are in range: a safety factor of 0 or a negative
+    tolerance made the controller shrink every step and spin until ``max_steps``."""
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
+    check_real("safety", safety, 0.0, 1.0, lo_open=True)
+    check_int("max_steps", max_steps, 1)
+    if first_step is not None:
+        check_positive("first_step", first_step)
 
 
 def dopri5(
@@ -136,9 +152,12 @@ def dopri5(
     when <= 1. PI controller h <- h safety err^-(0.7/5) err_prev^(0.4/5), growth in [0.2, 10], no
     growth right after a rejection. FSAL: an accepted step's last stage is the next one's first.
     The loop checks on the host once per step whether all rows have arrived (adaptive stepping
-    needs that sync) and whether ``fn`` returned NaN/inf (raised as ``NonFiniteError``).
+    needs that sync), whether ``fn`` returned NaN/inf (raised as ``NonFiniteError``, also at the
+    starting-step probe) and whether a step has become too small to move t (``RuntimeError``, as
+    scipy's solvers do, instead of taking zero-length steps until ``max_steps``).
     Returns y(t1) and per-row ``accepted_steps`` / ``rejected_steps``.
     """
+    check_dopri5_options(rtol, atol, safety, max_steps, first_step)
     b = y.shape[0]
     direction = 1.0 if t1 >= t0 else -1.0
     t = torch.full((b,), t0, dtype=torch.float64, device=y.device)
@@ -153,6 +172,13 @@ def dopri5(
         d0, d1 = _rms(y, scale).to(t.dtype), _rms(k1, scale).to(t.dtype)
         h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1).minimum(remaining)
         k_probe = fn(y + _bc(direction * h0, y) * k1, t + direction * h0)
+        # A NaN/inf probe made d2 = inf and the first step 0: 100 000 zero-length steps followed.
+        probe_bad = ~torch.isfinite(k_probe).flatten(1).all(1)
+        if bool(probe_bad.any()):
+            bad_t = float((t + direction * h0)[probe_bad][0])
+            raise NonFiniteError(
+                f"non-finite values (NaN or inf) appeared at t = {bad_t:.6g} (starting-step probe)"
+            )
         d2 = _rms(k_probe - k1, scale).to(t.dtype) / h0
         dmax = torch.maximum(d1, d2)
         h1 = torch.where(dmax <= 1e-15, (h0 * 1e-3).clamp(min=1e-6), (0.01 / dmax) ** 0.2)
@@ -164,10 +190,19 @@ def dopri5(
     active = remaining > 0
     nonfinite = ~torch.isfinite(k1).flatten(1).all(1)
     for _ in range(max_steps):
-        any_active, any_nonfinite = torch.stack([active.any(), nonfinite.any()]).tolist()
+        # A step that no longer moves t (t + h == t in float64) would repeat forever.
+        stuck = active & (t + direction * size == t)
+        flags = torch.stack([active.any(), nonfinite.any(), stuck.any()]).tolist()
+        any_active, any_nonfinite, any_stuck = flags
         if any_nonfinite:  # fn returned NaN/inf: a rejection cannot cure that
             bad_t = float(t[nonfinite][0])
             raise NonFiniteError(f"non-finite values (NaN or inf) appeared at t = {bad_t:.6g}")
+        if any_stuck:
+            raise RuntimeError(
+                f"dopri5: the step size fell below the spacing of float64 times at "
+                f"t = {float(t[stuck][0]):.6g} (a singularity, or too stiff for "
+                f"rtol={rtol}, atol={atol})"
+            )
         if not any_active:
             break
         size = torch.where(active, torch.minimum(size, remaining), torch.zeros_like(size))
@@ -200,7 +235,10 @@ def dopri5(
         active = remaining > 0
     else:
         if bool(active.any()):
-            raise RuntimeError(f"dopri5 did not reach t = {t1:g} in {max_steps} steps")
+            raise RuntimeError(
+                f"dopri5 did not reach t = {t1:g} in max_steps={max_steps} steps (a row is at "
+                f"t = {float(t[active][0]):.6g}); raise max_steps or loosen rtol/atol"
+            )
     return y, {"accepted_steps": accepted, "rejected_steps": rejected}
 
 
@@ -223,8 +261,7 @@ class RK45(Solver):
         max_steps: int = 100_000,
         first_step: float | None = None,
     ):
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+        check_dopri5_options(rtol, atol, safety, max_steps, first_step)
         self.rtol, self.atol, self.safety = rtol, atol, safety
         self.max_steps = max_steps
         self.first_step = first_step
@@ -251,6 +288,19 @@ def _bc(c: Tensor, x: Tensor) -> Tensor:
     return c.to(x.dtype) if c.is_floating_point() else c
 
 
+#: The methods of ``scipy.integrate.solve_ivp`` (an ``OdeSolver`` subclass is accepted too).
+SCIPY_METHODS = ("RK23", "RK45", "DOP853", "Radau", "BDF", "LSODA")
+
+
+def check_scipy_method(method):
+    if isinstance(method, type):
+        from scipy.integrate import OdeSolver
+
+        if issubclass(method, OdeSolver):
+            return method
+    return check_choice("method", method, SCIPY_METHODS)
+
+
 def scipy_solve(
     fn: Drift,
     y0: Tensor,
@@ -269,6 +319,9 @@ def scipy_solve(
     """
     from scipy.integrate import solve_ivp
 
+    check_scipy_method(method)
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
     shape, dtype, device = y0.shape, y0.dtype, y0.device
 
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
@@ -300,7 +353,8 @@ class Scipy(Solver):
     fixed_grid = False
 
     def __init__(self, method: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
-        self.method, self.rtol, self.atol = method, rtol, atol
+        self.method = check_scipy_method(method)
+        self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
 
     def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         x, stats = scipy_solve(

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE
-from .base import Context, Solver, affine_step, check_choice
+from ..validation import check_choice
+from .base import Context, Solver, affine_step
 
 
 class EulerMaruyama(Solver):

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..sde import SDE, ReverseSDE, as_time, batch_coeff
+from ..validation import check_bool, check_choice, check_positive
 from .base import Context, Solver
 
 __all__ = ["TorchsdeSDE", "TorchsdeSolver", "to_torchsde"]
@@ -77,8 +78,12 @@ class TorchsdeSolver(Solver):
     def __init__(
         self, method: str = "euler", adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3
     ):
-        self.method, self.adaptive = method, adaptive
-        self.rtol, self.atol = rtol, atol
+        import torchsde
+
+        self.method = check_choice("method", method, tuple(torchsde.settings.METHODS.all()))
+        self.adaptive = check_bool("adaptive", adaptive)
+        # rtol = -1 made torchsde's controller shrink forever (150 s, 299k NFE).
+        self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
 
     @property
     def default_steps(self) -> int | None:  # type: ignore[override]
