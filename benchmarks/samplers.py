@@ -89,16 +89,17 @@ class Variant:
 def make_variants(dim: int) -> list[Variant]:
     """Every solver in ``sd.SOLVERS`` with the option variants worth comparing.
 
-    Langevin steps with per-sample norms diverge in low dimension (see ``LangevinCorrector``), so
-    the 2-D problem uses ``step_norm="batch"`` (Song et al.'s reference rule) for pc and langevin.
+    pc and langevin run with their default batch step rule; in 16-D and above the per-sample
+    rule is added as a variant (in low dimension it diverges, see ``LangevinCorrector``).
     """
-    low_dim = {"step_norm": "batch"} if dim < 16 else {}
+    per_sample = [Variant("pc", {"step_norm": "sample"})] if dim >= 16 else []
     out = [
         Variant("euler_maruyama"),
         Variant("reverse_diffusion"),
         Variant("ancestral"),
-        Variant("pc", dict(low_dim)),
-        Variant("langevin", dict(low_dim)),
+        Variant("pc"),
+        *per_sample,
+        Variant("langevin"),
         Variant("ode_euler"),
         Variant("ode_heun"),
         Variant("ode_rk4"),
@@ -449,7 +450,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--problems", default="ring,gmm64", help="comma list of: ring, gmm64")
+    p.add_argument(
+        "--problems",
+        default="ring,gmm64",
+        help="comma list of: ring, grid, gmm64, narrow, aniso256",
+    )
     p.add_argument("--sdes", default="vp,subvp,ve", help="comma list of: vp, subvp, ve")
     p.add_argument(
         "--steps",
