@@ -65,6 +65,18 @@ def karras_sigmas(s_max: float, s_min: float, n: int, rho: float = 7.0) -> list[
     ]
 
 
+def alg2_step(x, s0: float, s1: float, gamma: float, eps: torch.Tensor | None) -> torch.Tensor:
+    """Karras et al. 2022, Alg. 2 lines 4-11 (eps: the draw already times S_noise)."""
+    s_hat = s0 + gamma * s0
+    x_hat = x if eps is None else x + math.sqrt(s_hat**2 - s0**2) * eps
+    d = (x_hat - ring_denoiser(x_hat, s_hat)) / s_hat
+    x_next = x_hat + (s1 - s_hat) * d
+    if s1 != 0:
+        d_prime = (x_next - ring_denoiser(x_next, s1)) / s1
+        x_next = x_hat + (s1 - s_hat) * (0.5 * d + 0.5 * d_prime)
+    return x_next
+
+
 def edm_sigmas(sde, ts: torch.Tensor) -> list[float]:
     alpha, sigma_t = sde.marginal(ts)
     return (sigma_t / alpha).tolist()
@@ -76,6 +88,14 @@ def ring_score(name: str):
 
 def prior(name: str, n: int, seed: int = 0) -> torch.Tensor:
     return SDES[name].prior_sample((n, 2), generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+def sample_ring(name: str, solver: str, x_T: torch.Tensor, seed: int, **kwargs):
+    """``sd.sample`` on the ring from x_T, its noise from a generator seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return sd.sample(
+        SDES[name], ring_score(name), x_T.shape, solver, x_T=x_T, generator=g, **kwargs
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,17 +177,7 @@ def test_edm_churn_follows_algorithm_2_with_the_same_noise():
     sde, n = SDES["ve"], 10
     opts = {"S_churn": 30.0, "S_tmin": 0.05, "S_tmax": 10.0, "S_noise": 1.007}
     x_T = prior("ve", 32)
-    res = sd.sample(
-        sde,
-        ring_score("ve"),
-        x_T.shape,
-        "edm",
-        steps=n,
-        x_T=x_T,
-        dtype=F64,
-        generator=torch.Generator().manual_seed(3),
-        **opts,
-    )
+    res = sample_ring("ve", "edm", x_T, 3, steps=n, **opts)
     g = torch.Generator().manual_seed(3)
     sigmas = edm_sigmas(sde, res.times)
     x, churned = x_T, 0
@@ -175,13 +185,8 @@ def test_edm_churn_follows_algorithm_2_with_the_same_noise():
         eps = opts["S_noise"] * torch.randn(x.shape, generator=g, dtype=F64)
         in_range = opts["S_tmin"] <= s0 <= opts["S_tmax"]
         gamma = min(opts["S_churn"] / n, math.sqrt(2) - 1) if in_range else 0.0
-        s_hat = s0 + gamma * s0
         churned += gamma > 0
-        x_hat = x + math.sqrt(s_hat**2 - s0**2) * eps
-        d = (x_hat - ring_denoiser(x_hat, s_hat)) / s_hat
-        x = x_hat + (s1 - s_hat) * d
-        d_prime = (x - ring_denoiser(x, s1)) / s1
-        x = x_hat + (s1 - s_hat) * (0.5 * d + 0.5 * d_prime)
+        x = alg2_step(x, s0, s1, gamma, eps)
     assert 0 < churned < n  # the test covers steps with and without churn
     assert_close(res.samples, x, rtol=1e-9, atol=1e-9)
     assert res.nfe == 2 * n
@@ -261,22 +266,31 @@ def test_churn_criterion_flags_an_inflated_noise():
 # restart
 
 
-def restart_reference(name, x_T, ts, noises, interval, restart_steps):
-    """Xu et al. 2023: Alg. 1 main steps; at the grid sigma nearest sigma_min (below sigma_max)
-    K = len(noises) jumps to sigma_max, each followed by Alg. 1 on a rho = 7 grid back down."""
+def restart_index(sigmas: list[float], interval: tuple[float, float]) -> int:
+    """The grid point nearest sigma_min among those below sigma_max (their code's argmin)."""
+    below = [k for k in range(1, len(sigmas)) if sigmas[k] < interval[1]]
+    return min(below, key=lambda k: abs(sigmas[k] - interval[0]))
+
+
+def restart_reference(
+    name, x_T, ts, g, interval=(0.06, 0.30), K=2, restart_steps=2, restart_gamma=0.0, S_noise=1.0
+):
+    """Xu et al. 2023: Alg. 1 main steps; at ``restart_index`` K jumps to sigma_max by noise
+    drawn from g, each followed by Alg. 2 steps with gamma = restart_gamma (Alg. 1 when 0) on a
+    rho = 7 grid back down."""
     sde = SDES[name]
     alpha = sde.marginal(ts)[0]
     sigmas = edm_sigmas(sde, ts)
-    s_min, s_max = interval
-    j = min(
-        (k for k in range(1, len(sigmas)) if sigmas[k] < s_max),
-        key=lambda k: abs(sigmas[k] - s_min),
-    )
+    j = restart_index(sigmas, interval)
     x, _ = edm_alg1(ring_denoiser, x_T / alpha[0], sigmas[: j + 1])
-    for z in noises:
-        x = x + math.sqrt(s_max**2 - sigmas[j] ** 2) * z
-        restart_grid = karras_sigmas(s_max, sigmas[j], restart_steps)
-        x, _ = edm_alg1(ring_denoiser, x, restart_grid)
+    for _ in range(K):
+        z = S_noise * torch.randn(x.shape, generator=g, dtype=F64)
+        x = x + math.sqrt(interval[1] ** 2 - sigmas[j] ** 2) * z
+        grid = karras_sigmas(interval[1], sigmas[j], restart_steps)
+        for s0, s1 in zip(grid[:-1], grid[1:], strict=True):
+            churn = restart_gamma > 0
+            eps = S_noise * torch.randn(x.shape, generator=g, dtype=F64) if churn else None
+            x = alg2_step(x, s0, s1, restart_gamma, eps)
     x, _ = edm_alg1(ring_denoiser, x, sigmas[j:])
     return alpha[-1] * x
 
@@ -287,26 +301,11 @@ def restart_reference(name, x_T, ts, noises, interval, restart_steps):
     [(18, {}), (10, {"K": 3, "restart_steps": 4}), (30, {"interval": (0.5, 3.0), "K": 1})],
 )
 def test_restart_matches_the_published_algorithm(name, steps, options):
-    sde = SDES[name]
     x_T = prior(name, 32)
-    res = sd.sample(
-        sde,
-        ring_score(name),
-        x_T.shape,
-        "restart",
-        steps=steps,
-        x_T=x_T,
-        generator=torch.Generator().manual_seed(5),
-        **options,
-    )
-    K = options.get("K", 2)
-    g = torch.Generator().manual_seed(5)
-    noises = [torch.randn(x_T.shape, generator=g, dtype=F64) for _ in range(K)]
-    restart_steps = options.get("restart_steps", 2)
-    ref = restart_reference(
-        name, x_T, res.times, noises, options.get("interval", (0.06, 0.30)), restart_steps
-    )
+    res = sample_ring(name, "restart", x_T, 5, steps=steps, **options)
+    ref = restart_reference(name, x_T, res.times, torch.Generator().manual_seed(5), **options)
     assert_close(res.samples, ref, rtol=1e-9, atol=1e-9)
+    K, restart_steps = options.get("K", 2), options.get("restart_steps", 2)
     assert res.nfe == 2 * steps + 2 * K * restart_steps  # the count formula in the docstring
 
 
@@ -323,52 +322,14 @@ def test_restart_without_restarts_is_the_edm_ode_sampler(name):
 def test_restart_gamma_and_s_noise_churn_the_restart_steps():
     # Their command-line settings (restart_gamma = 0.05, S_noise = 1.003): each restart step is
     # an Alg. 2 step with gamma = 0.05, one noise draw per jump and per restart step.
-    sde, name = SDES["ve"], "ve"
-    x_T = prior(name, 16)
+    x_T = prior("ve", 16)
     opts = {"K": 2, "restart_steps": 3, "restart_gamma": 0.05, "S_noise": 1.003}
-    res = sd.sample(
-        sde,
-        ring_score(name),
-        x_T.shape,
-        "restart",
-        steps=12,
-        x_T=x_T,
-        generator=torch.Generator().manual_seed(2),
-        **opts,
-    )
-    plain = sd.sample(
-        sde,
-        ring_score(name),
-        x_T.shape,
-        "restart",
-        steps=12,
-        x_T=x_T,
-        generator=torch.Generator().manual_seed(2),
-        K=2,
-        restart_steps=3,
-    )
+    res = sample_ring("ve", "restart", x_T, 2, steps=12, **opts)
+    plain = sample_ring("ve", "restart", x_T, 2, steps=12, K=2, restart_steps=3)
     assert res.nfe == plain.nfe == 2 * 12 + 2 * 2 * 3
     assert not torch.equal(res.samples, plain.samples)
-    # Reference: the same loop with Alg. 2 churn steps inside the restarts.
-    g = torch.Generator().manual_seed(2)
-    sigmas = edm_sigmas(sde, res.times)
-    s_min, s_max = 0.06, 0.30
-    j = min((k for k in range(1, 13) if sigmas[k] < s_max), key=lambda k: abs(sigmas[k] - s_min))
-    x, _ = edm_alg1(ring_denoiser, x_T, sigmas[: j + 1])
-    for _ in range(2):
-        z = torch.randn(x.shape, generator=g, dtype=F64)
-        x = x + 1.003 * math.sqrt(s_max**2 - sigmas[j] ** 2) * z
-        grid = karras_sigmas(s_max, sigmas[j], 3)
-        for s0, s1 in zip(grid[:-1], grid[1:], strict=True):
-            eps = 1.003 * torch.randn(x.shape, generator=g, dtype=F64)
-            s_hat = 1.05 * s0
-            x_hat = x + math.sqrt(s_hat**2 - s0**2) * eps
-            d = (x_hat - ring_denoiser(x_hat, s_hat)) / s_hat
-            x = x_hat + (s1 - s_hat) * d
-            d_prime = (x - ring_denoiser(x, s1)) / s1
-            x = x_hat + (s1 - s_hat) * (0.5 * d + 0.5 * d_prime)
-    x, _ = edm_alg1(ring_denoiser, x, sigmas[j:])
-    assert_close(res.samples, x, rtol=1e-9, atol=1e-9)
+    ref = restart_reference("ve", x_T, res.times, torch.Generator().manual_seed(2), **opts)
+    assert_close(res.samples, ref, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["vp", "subvp"])
@@ -377,20 +338,12 @@ def test_restart_on_a_grid_ending_at_sigma_zero(name, steps):
     # 1- and 2-step grids to t = 0: finite, NFE one less than on a grid ending at eps.
     sde = SDES[name]
     grid = torch.cat([sd.make_time_grid(sde, steps, kind="karras")[:-1], torch.zeros(1, dtype=F64)])
-    res = sd.sample(
-        sde,
-        ring_score(name),
-        (64, 2),
-        "restart",
-        time_grid=grid,
-        dtype=F64,
-        generator=torch.Generator().manual_seed(0),
-    )
+    res = sample_ring(name, "restart", prior(name, 64), 0, time_grid=grid)
     assert bool(torch.isfinite(res.samples).all())
     # The restart point is the grid sigma nearest 0.06: sigma = 0 on the shortest grids, where
     # each restart segment ends with an Euler step too.
     sigmas = edm_sigmas(sde, grid)
-    j = min((k for k in range(1, steps + 1)), key=lambda k: abs(sigmas[k] - 0.06))
+    j = restart_index(sigmas, (0.06, 0.30))
     assert res.nfe == 2 * steps - 1 + 2 * 2 * 2 - (2 if sigmas[j] == 0 else 0)
 
 

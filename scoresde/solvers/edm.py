@@ -6,7 +6,7 @@ alpha = 1 and sigma = sigma_t). There the ODE is d x_hat / d sigma = (x_hat - D(
 (their Eq. 3 with sigma(t) = t) with the denoiser D(x_hat; sigma) = (x + sigma_t^2 score(x, t))
 / alpha_t (Tweedie), so the slope is d = -sigma_t score(x, t), the noise prediction. A step is
 Heun's method in sigma, after an optional "churn" that raises sigma to sigma_hat = (1 + gamma) sigma
-by adding fresh noise (Alg. 2 lines 4-11). All per-step scalars are computed for the grid once, in
+by adding fresh noise (Alg. 2). All per-step scalars are computed for the grid once, in
 ``init``; a step launches only tensor updates (no host-device sync).
 """
 
@@ -32,7 +32,7 @@ class _Plan:
     """Per-interval scalars (float64, on the grid's device) of ``_churned_heun_step``: alpha_0;
     the churned time t_hat with alpha and sigma_t there; the churn noise scale; the step
     h = sigma_1 - sigma_hat; t_1 with alpha and sigma_t there; and, on the host, whether the step
-    gets the second-order correction (sigma_1 > 0, Alg. 1 line 6)."""
+    gets the second-order correction (Alg. 1: only where sigma_1 != 0)."""
 
     a0: Tensor
     t_hat: Tensor
@@ -50,7 +50,7 @@ def _plan(sde: SDE, ts: Tensor, gamma: Tensor, s_noise: float) -> _Plan:
     """The ``_Plan`` of the intervals ts[i] > ts[i+1] with churn gamma[i] (0: none).
 
     sigma_hat = (1 + gamma) sigma_i, at the time t_hat with that noise level (t_i exactly where
-    gamma = 0); the churn noise is S_noise sqrt(sigma_hat^2 - sigma_i^2) (Alg. 2 lines 4-6).
+    gamma = 0); the churn noise is S_noise sqrt(sigma_hat^2 - sigma_i^2) (Alg. 2).
     gamma is capped so that t_hat <= T: EDM's sigma has no upper end, an SDE's stops at T.
     """
     sigma = _sigma(sde, ts)
@@ -78,17 +78,17 @@ def _plan(sde: SDE, ts: Tensor, gamma: Tensor, s_noise: float) -> _Plan:
 def _churned_heun_step(
     ctx: Context, p: _Plan, i: int, x: Tensor, noise: Tensor | None = None
 ) -> Tensor:
-    """Step i of Karras et al. 2022, Alg. 2 (lines 4-11) in x_hat = x / alpha; returns x_{i+1}.
+    """Step i of Karras et al. 2022, Alg. 2 (loop body) in x_hat = x / alpha; returns x_{i+1}.
 
-    Without ``noise`` (or with gamma_i = 0) this is Alg. 1 (lines 3-7): Heun's method in sigma,
+    Without ``noise`` (or with gamma_i = 0) this is Alg. 1's step: Heun's method in sigma,
     Euler on a last step to sigma = 0. Two score calls, one on an Euler step.
     """
     x_hat = x / p.a0[i]
-    if noise is not None:  # lines 5-6: x_hat_i = x_i + sqrt(t_hat^2 - t_i^2) eps_i
+    if noise is not None:  # churn: x_hat_i = x_i + sqrt(t_hat^2 - t_i^2) eps_i
         x_hat = x_hat + p.noise[i] * noise
-    d = -p.st_hat[i] * ctx.score(p.a_hat[i] * x_hat, p.t_hat[i])  # line 7
-    x_next = x_hat + p.h[i] * d  # line 8
-    if p.heun[i]:  # lines 9-11: the second-order correction where sigma_{i+1} != 0
+    d = -p.st_hat[i] * ctx.score(p.a_hat[i] * x_hat, p.t_hat[i])  # d_i at t_hat
+    x_next = x_hat + p.h[i] * d  # Euler step
+    if p.heun[i]:  # the second-order correction where sigma_{i+1} != 0
         d_prime = -p.st1[i] * ctx.score(p.a1[i] * x_next, p.t1[i])
         x_next = x_hat + p.h[i] * (0.5 * d + 0.5 * d_prime)
     return p.a1[i] * x_next
@@ -159,7 +159,7 @@ class EDM(Solver):
         return _plan(ctx.sde, ts, gamma, self.S_noise)
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state: _Plan):
-        noise = ctx.noise() if self.stochastic else None  # Alg. 2 line 3: drawn every step
+        noise = ctx.noise() if self.stochastic else None  # Alg. 2 draws eps_i every step
         return _churned_heun_step(ctx, state, i, x, noise), state
 
 
@@ -175,8 +175,8 @@ class _RestartPlan:
 
 class Restart(Solver):
     """Restart sampling (Xu et al. 2023, "Restart Sampling for Improving Generative Processes",
-    Alg. 1 / Sec. 4): EDM's Heun ODE steps (Karras et al. 2022, Alg. 1, as in ``edm``) on the
-    grid, and on reaching sigma_min, K times: a forward-noise jump to sigma_max,
+    Sec. 4): EDM's Heun ODE steps (Karras et al. 2022, Alg. 1, as in ``edm``) on the grid, and
+    on reaching sigma_min, K times: a forward-noise jump to sigma_max,
         x_hat <- x_hat + S_noise sqrt(sigma_max^2 - sigma_min^2) z,
     and ``restart_steps`` Heun steps back from sigma_max to sigma_min on a rho = 7 grid in sigma.
     The jump is the exact forward transition, so the restarts contract the ODE's accumulated
@@ -188,11 +188,12 @@ class Restart(Solver):
     (README and ``params_cifar10_vp.txt``: interval [0.06, 0.30], K = 2, N_Restart = 3 time
     points, i.e. ``restart_steps = 2`` intervals). Their command lines also add a churn
     ``restart_gamma = 0.05`` (EDM's gamma) to each restart step and S_noise = 1.003; we default
-    to 0 and 1, the algorithm as published, which is exact in the limit of small steps (both
-    are options). The end is as for ``edm``: Heun steps down to eps (``denoise=True`` adds
-    Tweedie's step).
+    to 0 and 1, the algorithm as published, exact in the limit of small steps of both the grid
+    and the restarts (``restart_steps`` does not grow with ``steps``; both are options).
+    The end is as for ``edm``: Heun steps down to eps (``denoise=True`` adds Tweedie's step).
 
-    NFE = 2 steps + 2 K restart_steps (one less when an explicit grid ends at sigma = 0).
+    NFE = 2 steps + 2 K restart_steps, less one for each Euler step to sigma = 0 (an explicit grid
+    ending at t = 0 for VP/sub-VP: its last step, and each restart if it starts there).
     Default grid: ``karras`` (EDM's, as in their code).
     """
 
