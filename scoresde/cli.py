@@ -48,6 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # before anything is built: the network's initialisation
     x, labels = _load_data(args.data, args.n_data, args.seed)
     num_classes = int(labels.max()) + 1 if (labels is not None and args.conditional) else None
     if x.dim() == 2:
@@ -61,7 +62,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         raise SystemExit(f"scoresde: data of shape {tuple(x.shape)} is neither (N, d) nor images")
-    torch.manual_seed(args.seed)  # network initialisation
     sde = _make_sde(args.sde)
     model = ScoreModel(net, sde, args.parameterization)
     config = TrainConfig(
