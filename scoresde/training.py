@@ -402,11 +402,11 @@ class Trainer:
 
     def _adam_state(self, file: Path, tensors: dict[str, Tensor], step: int) -> dict:
         """The optimiser state stored as ``optim.{i}.{name}``, checked against the parameters:
-        after ``step`` > 0 steps every parameter has Adam's three entries, and each counts
-        ``step`` steps (so an edited ``step`` cannot resume elsewhere)."""
-        params = list(self.model.parameters())
+        after ``step`` > 0 steps every trained parameter has Adam's three entries, and each
+        counts ``step`` steps (so an edited ``step`` cannot resume elsewhere)."""
+        trained = {i: p for i, p in enumerate(self.model.parameters()) if p.requires_grad and step}
         names = ("exp_avg", "exp_avg_sq", "step")
-        want = {f"optim.{i}.{n}" for i in range(len(params)) for n in names} if step else set()
+        want = {f"optim.{i}.{n}" for i in trained for n in names}
         have = {k for k in tensors if k.startswith("optim.")}
         if want != have:
             raise ValueError(
@@ -414,7 +414,7 @@ class Trainer:
                 f"missing {sorted(want - have)[:5]}, unexpected {sorted(have - want)[:5]}"
             )
         state: dict[int, dict[str, Tensor]] = {}
-        for i, p in enumerate(params if step else []):
+        for i, p in trained.items():
             entry = {n: tensors[f"optim.{i}.{n}"] for n in names}
             for n in ("exp_avg", "exp_avg_sq"):
                 if entry[n].shape != p.shape:
