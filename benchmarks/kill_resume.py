@@ -5,7 +5,7 @@
 A reference run (in this process, one thread) records the checkpoint file after every save. Then
 ``python -m scoresde.cli train ... --resume`` runs in a subprocess (one thread) and is SIGKILLed
 after a random delay, over and over, each time resuming from what the last one left: the delay is
-uniform between a run's start-up time (import, build, one save) and its expected end, start-up plus
+uniform between a run's start-up time (import, build, one step) and its expected end, start-up plus
 the remaining share of the steps times one full run's training time. After each kill the checkpoint
 must load, and its bytes must equal the reference's checkpoint of the same step. A run that finishes
 before its kill ends an episode: its final checkpoint is compared with the reference's and the next
@@ -60,9 +60,13 @@ def launch(out: Path, steps: int) -> subprocess.Popen:
     """``scoresde train --resume`` in a subprocess; its stderr goes to ``OUT.stderr``."""
     argv = [*TRAIN, "--out", str(out), "--steps", str(steps), "--resume"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # -m imports from the working folder first: run where this process found scoresde, so both
+    # use the same code whatever the caller's folder and PYTHONPATH
+    code = Path(scoresde.training.__file__).parents[1]
     with open(out.with_suffix(".stderr"), "wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "scoresde.cli", *argv],
+            cwd=code,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="kill_resume_"))
     ref = reference(root / "reference", args.steps)
-    startup = timed_run(root / "startup", 0)  # import, build, one save
+    startup = timed_run(root / "startup", 1)  # import, build, one step and its save
     full = timed_run(root / "full", args.steps)
     print(f"start-up {startup:.2f} s, full run {full:.2f} s, {len(ref)} saves in the reference")
     print(flush=True)
