@@ -173,6 +173,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # before anything is built: the network's initialisation
     x, labels = _load_data(args.data, args.n_data, args.seed, args.data_key, args.label_key)
     x, num_classes, standardize = _check_training_data(args, x, labels)
     if x.dim() == 2:
@@ -186,7 +187,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         raise SystemExit(f"scoresde: data of shape {tuple(x.shape)} is neither (N, d) nor images")
-    torch.manual_seed(args.seed)  # network initialisation
     sde = _make_sde(args.sde)
     model = ScoreModel(net, sde, args.parameterization)
     config = TrainConfig(
@@ -473,7 +473,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .sampling import SOLVERS
+    from .sampling import DEFAULT_SOLVER, SOLVERS
 
     parser = ArgumentParser(
         prog="scoresde",
@@ -601,7 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = add("sample", "sample from a trained checkpoint")
     sa.add_argument("--checkpoint", required=True, help="checkpoint path, without suffix")
-    sa.add_argument("--solver", default="dpm_solver", choices=SOLVERS, metavar="NAME", help=solvers)
+    sa.add_argument(
+        "--solver", default=DEFAULT_SOLVER, choices=SOLVERS, metavar="NAME", help=solvers
+    )
     sa.add_argument(
         "--steps",
         type=POSITIVE_INT,

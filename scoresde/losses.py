@@ -60,16 +60,31 @@ def dsm_loss(
     log-likelihood; Song, Durkan, Murray & Ermon 2021, Thm. 1) or 1 (``"none"``). With sigma2
     weighting and an eps-predicting model this is 1/2 ||eps_hat - z||^2, DDPM's L_simple up to the
     factor 1/2.
-    ``t`` and ``noise`` may be given to fix the draw; ``reduction="none"`` gives per-sample losses.
+    ``t`` ((batch,) or 0-d, in [0, T]) and ``noise`` (x0's shape) may be given to fix the draw;
+    otherwise t ~ U(eps, T) with 0 < eps < T. ``reduction="none"`` gives per-sample losses.
     """
     check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("time_sampling", time_sampling, TIME_SAMPLING)
     check_choice("reduction", reduction, ("mean", "none"))
     b = x0.shape[0]
     if t is None:
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < sde.T:
+            raise ValueError(f"eps must be a number in (0, T = {sde.T}), got {eps!r}")
         t = sample_times(b, sde.T, eps, time_sampling, generator, x0.device)
-    t = t.to(device=x0.device, dtype=torch.float64)
+    else:
+        t = torch.as_tensor(t, dtype=torch.float64, device=x0.device)
+        if t.shape not in ((), (b,)):
+            raise ValueError(f"t must be 0-d or of shape ({b},), got {tuple(t.shape)}")
+        # One host sync, only for a t the caller chose (the trainer draws its own).
+        if not bool(((t >= 0) & (t <= sde.T)).all()):
+            raise ValueError(
+                f"t must lie in [0, T = {sde.T}], got values in "
+                f"[{float(t.min())}, {float(t.max())}]"
+            )
     if noise is None:
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
     alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
     x_t = batch_coeff(alpha, x0) * x0 + batch_coeff(sigma, x0) * noise
     score = model(x_t, t.to(x0.dtype), y)

@@ -14,8 +14,8 @@ import copy
 import csv
 import gc
 import math
+import numbers
 import os
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,12 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, load_state_strict, save_checkpoint
-from .losses import dsm_loss
+from .checkpoint import checkpoint_file, load_checkpoint, load_state_strict, save_checkpoint
+from .losses import TIME_SAMPLING, WEIGHTINGS, dsm_loss
 from .model import ScoreModel
+from .nets.embeddings import check_int
 from .sde import sde_from_config
+from .solvers.base import NonFiniteError, check_choice
 
 
 @dataclass
@@ -53,11 +55,25 @@ class TrainConfig:
     sample_every: int = 0  # 0: never
 
     def __post_init__(self):
-        for name in ("batch_size",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name, minimum in (
+            ("batch_size", 1),
+            ("warmup", 0),
+            ("decay_steps", 0),
+            ("seed", 0),
+            ("log_every", 1),
+            ("ckpt_every", 0),
+            ("sample_every", 0),
+        ):
+            check_int(name, getattr(self, name), minimum)
+        _check_number("lr", self.lr, 0, math.inf, "(0, inf)")
+        _check_number("grad_clip", self.grad_clip, 0, math.inf, "[0, inf) (0 disables)", True)
+        _check_number("ema_decay", self.ema_decay, 0, 1, "[0, 1)", True)
+        _check_number("eps", self.eps, 0, 1, "(0, 1)")
+        _check_number("p_uncond", self.p_uncond, 0, 1, "[0, 1)", True)
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        check_choice("time_sampling", self.time_sampling, TIME_SAMPLING)
+        if not isinstance(self.bf16, bool):
+            raise ValueError(f"bf16 must be True or False, got {self.bf16!r}")
         if self.decay_steps and not self.decay_steps > self.warmup:
             raise ValueError(
                 f"decay_steps must exceed warmup ({self.warmup}) or be 0, got {self.decay_steps}"
@@ -71,10 +87,16 @@ class TrainConfig:
             progress = min(1.0, max(0.0, (step - self.warmup) / (self.decay_steps - self.warmup)))
             lr *= 0.5 * (1 + math.cos(math.pi * progress))
         return lr
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0 <= self.p_uncond < 1:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
+
+
+def _check_number(
+    name: str, value, low: float, high: float, allowed: str, low_closed: bool = False
+) -> None:
+    """``value`` must be a real number (not a bool) with low < value < high (low <= with
+    ``low_closed``); ``allowed`` spells the range for the error message."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (ok and (low <= value if low_closed else low < value) and value < high):
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
 
 
 def _seed(*parts: int) -> int:
@@ -138,6 +160,13 @@ class Trainer:
             raise ValueError(
                 f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}"
             )
+        if not torch.isfinite(data).all():
+            bad = torch.nonzero(~torch.isfinite(data.reshape(data.shape[0], -1)).all(1))[0, 0]
+            raise ValueError(f"data must be finite: example {int(bad)} holds NaN or inf")
+        if not self.config.eps < model.sde.T:
+            raise ValueError(
+                f"eps must be below the SDE's T = {model.sde.T}, got {self.config.eps}"
+            )
         self.data = data
         self.labels = labels.to(data.device) if labels is not None else None
         self._perm: tuple[int, Tensor | None] = (-1, None)  # (epoch, this rank's shuffle)
@@ -145,6 +174,9 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.step = 0
+        # First step whose loss or gradient norm was not finite (-1: none), kept on the device so
+        # that checking costs no synchronisation per step; read where the loss is read anyway.
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.sample_fn = sample_fn
         self.num_classes = getattr(model.net, "config", {}).get("num_classes")
@@ -210,8 +242,13 @@ class Trainer:
             loss = self.loss_at(self.step)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm)) & (self._first_bad < 0)
+        self._first_bad = torch.where(bad, self.step, self._first_bad)
         self.optimizer.step()
         decay = min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
@@ -224,15 +261,30 @@ class Trainer:
         self.step += 1
         return loss.detach()
 
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteError`` if a loss or gradient was NaN or inf since this Trainer began:
+        the weights are then garbage and are never saved (the last checkpoint stays as it was)."""
+        bad = int(self._first_bad)
+        if bad >= 0:
+            raise NonFiniteError(
+                f"training diverged: the loss or gradient norm of step {bad} was NaN or inf "
+                f"(lr {self.config.lr_at(bad):.3g}); nothing after it is saved, the last "
+                f"checkpoint is kept. Lower the learning rate or check the data."
+            )
+
     def train(self, steps: int, progress: bool = True) -> list[float]:
-        """Run ``steps`` optimisation steps; returns the logged (rank-averaged) losses."""
+        """Run ``steps`` optimisation steps; returns the logged (rank-averaged) losses.
+
+        Raises ``NonFiniteError`` at the first log, checkpoint or sample point (and at the end)
+        after a non-finite loss or gradient.
+        """
+        check_int("steps", steps, 0)
         cfg = self.config
         if self.step == 0 and self.rank == 0 and self.out_dir is not None:
             (self.out_dir / "loss.csv").unlink(missing_ok=True)  # a fresh run, not a resume
         logged: list[float] = []
         running = torch.zeros((), device=self.device)
         count = 0
-        start = time.perf_counter()
         bar = tqdm(total=steps, disable=not progress or self.rank != 0, desc="train")
         for k in range(steps):
             running += self.train_step()
@@ -244,14 +296,13 @@ class Trainer:
                 if self.world > 1:
                     dist.all_reduce(mean)
                     mean /= self.world
+                self.check_finite()
                 value = float(mean)
                 logged.append(value)
-                elapsed = time.perf_counter() - start
-                bar.set_postfix(loss=f"{value:.4f}", its=f"{count / max(elapsed, 1e-9):.1f}")
+                bar.set_postfix(loss=f"{value:.4f}")  # tqdm shows the rate itself
                 self._log(value)
                 running.zero_()
                 count = 0
-                start = time.perf_counter()
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                 self.save()
             if (
@@ -261,6 +312,7 @@ class Trainer:
             ):
                 self._samples()
         bar.close()
+        self.check_finite()
         return logged
 
     def _log(self, loss: float) -> None:
@@ -280,6 +332,7 @@ class Trainer:
             return
         from .plots import save_samples
 
+        self.check_finite()
         x = self.sample_fn(self.ema, self.step)
         save_samples(x, self.out_dir / f"samples_{self.step:07d}.png", title=f"step {self.step}")
 
@@ -303,7 +356,11 @@ class Trainer:
         return tensors, meta
 
     def save(self, path: str | Path | None = None) -> Path | None:
-        """Checkpoint to ``path`` (default ``out_dir/checkpoint``); rank 0 only."""
+        """Checkpoint to ``path`` (default ``out_dir/checkpoint``); rank 0 only.
+
+        Raises ``NonFiniteError`` instead of saving weights that went through a non-finite step.
+        """
+        self.check_finite()
         if self.rank != 0:
             return None
         if path is None:
@@ -314,21 +371,64 @@ class Trainer:
         return save_checkpoint(path, tensors, meta)
 
     def load(self, path: str | Path) -> None:
-        """Restore weights, EMA, optimiser and step from a checkpoint of the same model."""
-        tensors, meta = load_checkpoint(path, self.device)
-        if meta["net"]["config"] != self.model.net.config or meta["sde"] != self.model.sde.config():
-            raise ValueError("the checkpoint's network or SDE config differs from this trainer's")
-        load_state_strict(self.model, _strip(tensors, "model."), "model weights")
-        load_state_strict(self.ema, _strip(tensors, "ema."), "EMA weights")
-        opt = self.optimizer.state_dict()
+        """Restore weights, EMA, optimiser and step from a checkpoint of the same model.
+
+        Every inconsistency is a ValueError naming the file and the entry: another network, SDE
+        or parameterisation, missing, renamed or mis-shaped tensors, or a ``step`` that disagrees
+        with the optimiser's own step count.
+        """
+        file = checkpoint_file(path)
+        tensors, meta = load_checkpoint(file, self.device)
+        net = self.model.net
+        for key, ours in (
+            ("net", {"class": type(net).__name__, "config": net.config}),
+            ("sde", self.model.sde.config()),
+            ("parameterization", self.model.parameterization),
+        ):
+            if meta.get(key) != ours:
+                raise ValueError(
+                    f"{file}: the checkpoint's {key} {meta.get(key)!r} differs from this "
+                    f"trainer's {ours!r}"
+                )
+        step = meta.get("step")
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"{file}: step must be an integer >= 0, got {step!r}")
+        load_state_strict(self.model, tensors, "model.", f"{file}: the model weights")
+        load_state_strict(self.ema, tensors, "ema.", f"{file}: the EMA weights")
+        self.optimizer.load_state_dict(
+            {**self.optimizer.state_dict(), "state": self._adam_state(file, tensors, step)}
+        )
+        self.step = step
+
+    def _adam_state(self, file: Path, tensors: dict[str, Tensor], step: int) -> dict:
+        """The optimiser state stored as ``optim.{i}.{name}``, checked against the parameters:
+        after ``step`` > 0 steps every trained parameter has Adam's three entries, and each
+        counts ``step`` steps (so an edited ``step`` cannot resume elsewhere)."""
+        trained = {i: p for i, p in enumerate(self.model.parameters()) if p.requires_grad and step}
+        names = ("exp_avg", "exp_avg_sq", "step")
+        want = {f"optim.{i}.{n}" for i in trained for n in names}
+        have = {k for k in tensors if k.startswith("optim.")}
+        if want != have:
+            raise ValueError(
+                f"{file}: optimiser state does not match the network after {step} steps: "
+                f"missing {sorted(want - have)[:5]}, unexpected {sorted(have - want)[:5]}"
+            )
         state: dict[int, dict[str, Tensor]] = {}
-        for key, v in tensors.items():
-            if key.startswith("optim."):
-                _, i, name = key.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        opt["state"] = state
-        self.optimizer.load_state_dict(opt)
-        self.step = int(meta["step"])
+        for i, p in trained.items():
+            entry = {n: tensors[f"optim.{i}.{n}"] for n in names}
+            for n in ("exp_avg", "exp_avg_sq"):
+                if entry[n].shape != p.shape:
+                    raise ValueError(
+                        f"{file}: optim.{i}.{n} has shape {tuple(entry[n].shape)}, "
+                        f"its parameter {tuple(p.shape)}"
+                    )
+            if entry["step"].numel() != 1 or float(entry["step"]) != step:
+                raise ValueError(
+                    f"{file}: the config says step {step} but the optimiser state optim.{i}.step "
+                    f"counts {entry['step'].tolist()} steps"
+                )
+            state[i] = entry
+        return state
 
     def close(self) -> None:
         """Release the DDP wrapper, and the process group if this Trainer initialised it.
@@ -351,10 +451,6 @@ class Trainer:
         self.close()
 
 
-def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
 def event_shape(meta: dict) -> tuple[int, ...]:
     """The shape of one sample of a checkpoint's model, from its JSON config (``load_model``)."""
     cfg = meta["net"]["config"]
@@ -370,13 +466,18 @@ def load_model(path: str | Path, ema: bool = True, device=None) -> tuple[ScoreMo
     """
     from .nets import NETWORKS
 
-    tensors, meta = load_checkpoint(path, device)
-    cls_name = meta["net"]["class"]
-    if cls_name not in NETWORKS:
-        raise ValueError(f"unknown network class {cls_name!r}; known: {sorted(NETWORKS)}")
-    net = NETWORKS[cls_name](**meta["net"]["config"])
-    model = ScoreModel(net, sde_from_config(meta["sde"]), meta["parameterization"])
-    load_state_strict(model, _strip(tensors, "ema." if ema else "model."), "checkpoint weights")
+    file = checkpoint_file(path)
+    tensors, meta = load_checkpoint(file, device)
+    try:
+        cls_name = meta["net"]["class"]
+        if cls_name not in NETWORKS:
+            raise ValueError(f"unknown network class {cls_name!r}; known: {sorted(NETWORKS)}")
+        net = NETWORKS[cls_name](**meta["net"]["config"])
+        model = ScoreModel(net, sde_from_config(meta["sde"]), meta["parameterization"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{file}: cannot rebuild the model from its config: {err!r}") from None
+    prefix = "ema." if ema else "model."
+    load_state_strict(model, tensors, prefix, f"{file}: the {prefix[:-1]} weights")
     return model.to(device) if device is not None else model, meta
 
 

@@ -4,7 +4,6 @@ sampling without --steps, class grids with guidance, own data (.npz keys, labels
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,8 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde import cli
+from scoresde import cli, data
+from scoresde.checkpoint import load_checkpoint
 from scoresde.training import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,21 +214,6 @@ def test_exit_status_and_stderr_of_the_real_command(ckpt, tmp_path):
 # sampling
 
 
-def _sample_has_a_default_step_count() -> bool:
-    sde = sd.VPSDE()
-    score = sd.exact_score(sde, sd.GaussianMixture([[0.0, 0.0]], stds=1.0))
-    try:
-        sd.sample(sde, score, (2, 2), solver="dpm_solver")
-    except ValueError:
-        return False
-    return True
-
-
-@pytest.mark.xfail(
-    not _sample_has_a_default_step_count(),
-    reason="sd.sample has no default step count yet (issue 20 item 1, scoresde/sampling.py)",
-    strict=False,
-)
 def test_sample_needs_no_steps(ckpt, tmp_path, capsys):
     out = tmp_path / "x.png"
     assert cli.main(["sample", "--checkpoint", ckpt, "--out", str(out), "--n", "16"]) == 0
@@ -265,26 +250,26 @@ def test_class_grid_with_guidance(digits_ckpt, tmp_path, capsys):
 
 def test_npz_keys_and_labels(tmp_path):
     g = torch.Generator().manual_seed(0)
-    x = sd.data.two_moons(256, generator=g).numpy()
+    x = data.two_moons(256, generator=g).numpy()
     y = (x[:, 0] > 0).astype(np.int64)
     np.savez(tmp_path / "d.npz", points=x, classes=y, other=np.zeros((3, 3)))
     path = str(tmp_path / "d.npz")
     ckpt = _train(
         tmp_path / "run", path, "--data-key", "points", "--label-key", "classes", "--conditional"
     )
-    meta = json.loads(Path(ckpt + ".json").read_text())
+    meta = load_checkpoint(ckpt)[1]
     assert meta["net"]["config"]["num_classes"] == 2
 
 
 def test_badly_scaled_data_warns_and_standardize_undoes_itself(tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
-    x = 100 * sd.data.two_moons(512, generator=g) + torch.tensor([300.0, -50.0])
+    x = 100 * data.two_moons(512, generator=g) + torch.tensor([300.0, -50.0])
     np.save(tmp_path / "big.npy", x.numpy())
     _train(tmp_path / "plain", str(tmp_path / "big.npy"))
     assert "--standardize" in capsys.readouterr().err
     ckpt = _train(tmp_path / "std", str(tmp_path / "big.npy"), "--standardize")
     assert "--standardize" not in capsys.readouterr().err
-    st = json.loads(Path(ckpt + ".json").read_text())["standardize"]
+    st = load_checkpoint(ckpt)[1]["standardize"]
     assert np.allclose(st["mean"], x.double().mean(0).numpy())
     assert np.allclose(st["std"], x.double().std(0).numpy())
     out = tmp_path / "s.npy"
@@ -325,6 +310,6 @@ def test_compare_and_likelihood_report_progress(ckpt, tmp_path, capsys):
 
 
 def test_image_data_get_the_digits_recipe(digits_ckpt):
-    meta = json.loads(Path(digits_ckpt + ".json").read_text())
+    meta = load_checkpoint(digits_ckpt)[1]
     assert meta["net"]["class"] == "UNet" and meta["train"]["lr"] == 1e-3
     assert cli.TRAIN_DEFAULTS["images"]["width"] == 16  # the docs/training.md recipe

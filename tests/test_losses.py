@@ -250,7 +250,11 @@ def test_ddpm_loss_is_algorithm_1_and_twice_the_sigma2_dsm_loss():
 
     algorithm_1 = (z - net(x_i, t_i)).pow(2).sum(1)
     assert_close(losses, algorithm_1, rtol=1e-12, atol=0)
-    dsm = dsm_loss(sde, model, x0, weighting="sigma2", t=t_i, noise=z, reduction="none")
+    # t_N = 1.0034 lies past T = 1 (sde.discrete_times' docstring): the same schedule run to t_N
+    long = sd.VPSDE(0.1, 20.0, T=float(t_i.max()))
+    dsm = dsm_loss(
+        long, ScoreModel(net, long, "eps"), x0, weighting="sigma2", t=t_i, noise=z, reduction="none"
+    )
     assert_close(dsm, 0.5 * losses, rtol=1e-10, atol=0)
     mean = ddpm_loss(sde, model, x0, n_steps=n_steps, i=i, noise=z)
     assert_close(mean, losses.mean(), rtol=1e-12, atol=0)
@@ -351,6 +355,43 @@ def test_dsm_loss_rejects_unknown_options(kwargs, options):
     with pytest.raises(ValueError, match=list(kwargs)[0]) as info:
         dsm_loss(sde, model, torch.zeros(4, 3, dtype=F64), **kwargs)
     _options_listed(info, options)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(t=torch.full((4,), -0.1, dtype=F64)), r"t must lie in \[0, T = 1.0\]"),
+        (dict(t=torch.full((4,), 1.5, dtype=F64)), r"t must lie in \[0, T = 1.0\]"),
+        (dict(t=torch.full((4,), math.nan, dtype=F64)), r"t must lie in \[0, T = 1.0\]"),
+        (dict(t=torch.full((5,), 0.5, dtype=F64)), r"t must be 0-d or of shape \(4,\)"),
+        (dict(noise=torch.zeros(1, 3, dtype=F64)), r"noise must have x0's shape \(4, 3\)"),
+        (dict(noise=torch.zeros(4, 1, dtype=F64)), r"noise must have x0's shape \(4, 3\)"),
+        (dict(eps=-0.5), r"eps must be a number in \(0, T = 1.0\)"),
+        (dict(eps=1.0), r"eps must be a number in \(0, T = 1.0\)"),
+    ],
+    ids=["t<0", "t>T", "t=nan", "t-shape", "noise-batch", "noise-event", "eps<0", "eps=T"],
+)
+def test_dsm_loss_rejects_times_outside_0_T_and_noise_of_another_shape(kwargs, message):
+    # Noise that only broadcasts to x0 (or times past T) used to give a loss for another problem.
+    sde = SDES["vp"]
+    model = ScoreModel(SmoothNet(), sde, "eps")
+    with pytest.raises(ValueError, match=message):
+        dsm_loss(sde, model, torch.zeros(4, 3, dtype=F64), **kwargs)
+
+
+def test_dsm_loss_accepts_the_ends_of_0_T_and_a_0d_time():
+    sde = SDES["ve"]
+    model = ScoreModel(SmoothNet(), sde, "score")
+    t, x0, z = _draw(4)
+    ends = torch.tensor([0.0, 1.0, 1.0, 0.0], dtype=F64)
+    assert torch.isfinite(dsm_loss(sde, model, x0, t=ends, noise=z, reduction="none")).all()
+    scalar = dsm_loss(sde, model, x0, t=torch.tensor(0.3, dtype=F64), noise=z, reduction="none")
+    assert_close(
+        scalar,
+        dsm_loss(sde, model, x0, t=torch.full((4,), 0.3, dtype=F64), noise=z, reduction="none"),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_sample_times_and_ddpm_loss_reject_unknown_options():
