@@ -62,14 +62,19 @@ def sampling_entries() -> dict[str, Callable[[], object]]:
                     g = torch.Generator().manual_seed(3)
                     r = sd.sample(
                         sde, score, (16, 2), solver=solver, steps=steps, generator=g,
-                        dtype=dtype, return_result=True,
+                        dtype=dtype,
                     )  # fmt: skip
                     return r.samples, r.nfe
 
                 out[f"sample/{sde_name}/{solver}/{str(dtype)[6:]}"] = run
-        out[f"sample/{sde_name}/default_steps"] = lambda sde=sde, score=score: sd.sample(
-            sde, score, (8, 2), generator=torch.Generator().manual_seed(4)
+        out[f"sample/{sde_name}/default_steps"] = lambda sde=sde, score=score: (
+            sd.sample(sde, score, (8, 2), generator=torch.Generator().manual_seed(4)).samples
         )
+        for grid in sd.TIME_GRIDS:
+            out[f"sample/{sde_name}/grid_{grid}"] = lambda sde=sde, score=score, grid=grid: (
+                sd.sample(sde, score, (8, 2), "pc", 6, time_grid=grid, denoise=True,
+                          seeds=list(range(8)), dtype=torch.float64).samples
+            )  # fmt: skip
     return out
 
 
