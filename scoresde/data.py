@@ -164,10 +164,10 @@ def load_image_folder(path: str | Path, size: int | None = None, channels: int =
         raise ValueError(f"no .png/.jpg images in {path}")
     images = []
     for f in files:
-        with Image.open(f) as im:
-            im = im.convert(mode)
+        with Image.open(f) as file:
+            im = file.convert(mode)
             if size is not None:
-                im = im.resize((size, size), Image.BILINEAR)
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
             images.append(np.asarray(im, dtype=np.float32).reshape(im.height, im.width, channels))
     if len({a.shape for a in images}) != 1:
         raise ValueError("images differ in size; pass size= to resize them")

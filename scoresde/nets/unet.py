@@ -8,6 +8,8 @@ and 32x32 inputs.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -156,8 +158,8 @@ class UNet(nn.Module):
                 f"channel_mults must be a non-empty tuple of ints, got {channel_mults!r}"
             )
         # Sequences are kept as lists, so self.config equals its own JSON round trip.
-        channel_mults = [check_int("channel_mults", m) for m in channel_mults]
-        levels = len(channel_mults)
+        mults = [check_int("channel_mults", m) for m in channel_mults]
+        levels = len(mults)
         check_int("image_size", image_size)
         if image_size % 2 ** (levels - 1):
             raise ValueError(
@@ -171,21 +173,19 @@ class UNet(nn.Module):
                     f"attention_resolutions must be a tuple of ints or None, "
                     f"got {attention_resolutions!r}"
                 )
-            attention_resolutions = [
-                check_int("attention_resolutions", r) for r in attention_resolutions
-            ]
-            unknown = sorted(set(attention_resolutions) - set(resolutions))
+            attn_res = [check_int("attention_resolutions", r) for r in attention_resolutions]
+            unknown = sorted(set(attn_res) - set(resolutions))
             if unknown:
                 raise ValueError(
                     f"attention_resolutions {unknown} are not among this net's resolutions "
-                    f"{resolutions} (image_size={image_size}, channel_mults={channel_mults})"
+                    f"{resolutions} (image_size={image_size}, channel_mults={mults})"
                 )
         self.config = dict(
             in_channels=check_int("in_channels", in_channels),
             channels=check_int("channels", channels),
-            channel_mults=channel_mults,
+            channel_mults=mults,
             num_res_blocks=check_int("num_res_blocks", num_res_blocks),
-            attention_resolutions=attention_resolutions,
+            attention_resolutions=attn_res if attention_resolutions is not None else None,
             image_size=image_size,
             dropout=check_dropout(dropout),
             num_classes=check_num_classes(num_classes),
@@ -194,17 +194,17 @@ class UNet(nn.Module):
             num_heads=check_int("num_heads", num_heads),
         )
         if attention_resolutions is None:  # DDPM's choice: attend at half the input resolution
-            attention_resolutions = resolutions[1:2]
-        widths = [channels * m for m in channel_mults]
+            attn_res = resolutions[1:2]
+        widths = [channels * m for m in mults]
         if any(w % groups for w in widths):
             raise ValueError(
                 f"groups={groups} must divide every level width channels * channel_mults = {widths}"
             )
-        attended = [r in attention_resolutions for r in resolutions[:-1]] + [True]  # mid block
+        attended = [r in attn_res for r in resolutions[:-1]] + [True]  # mid block
         if any(w % num_heads for w, a in zip(widths, attended, strict=True) if a):
             raise ValueError(f"num_heads={num_heads} must divide the width of every attended level")
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
-        self.attention_resolutions = attention_resolutions
+        self.attention_resolutions = attn_res
 
         cond_dim = 4 * channels
         embed_dim = channels + channels % 2  # DDPM: sinusoidal of width ch, MLP to 4 ch
@@ -215,7 +215,7 @@ class UNet(nn.Module):
             return ResBlock(cin, cout, cond_dim, groups, dropout)
 
         def attention(width: int, res: int) -> nn.Module:
-            if res in attention_resolutions:
+            if res in attn_res:
                 return SelfAttention(width, groups, num_heads)
             return nn.Identity()
 
@@ -260,7 +260,7 @@ class UNet(nn.Module):
             if isinstance(layer, Downsample):
                 h = layer(h)
             else:
-                res_block, attn = layer
+                res_block, attn = cast(nn.ModuleList, layer)
                 h = attn(res_block(h, c))
             skips.append(h)
 
@@ -271,6 +271,6 @@ class UNet(nn.Module):
             if isinstance(layer, Upsample):
                 h = layer(h)
             else:
-                res_block, attn = layer
+                res_block, attn = cast(nn.ModuleList, layer)
                 h = attn(res_block(torch.cat([h, skips.pop()], dim=1), c))
         return self.out(F.silu(self.out_norm(h)))
