@@ -1,7 +1,7 @@
 """Sampler benchmark: every solver of ``scoresde`` on exact-score Gaussian mixtures.
 
 For each problem (``ring``: 8 Gaussians on a circle, 2-D; ``gmm64``: a seeded random 64-D mixture;
-both from ``scoresde.compare``) and SDE (VP, sub-VP, VE with Song et al.'s defaults) it runs every
+both from ``scoresde.comparison``) and SDE (VP, sub-VP, VE with Song et al.'s defaults) it runs every
 solver variant at several step counts from one shared x_T and one shared noise seed (common random
 numbers), and reports
 

@@ -95,7 +95,7 @@ def save_class_grid(
 
 
 # ----------------------------------------------------------------------------------------------
-# sampler comparison (``scoresde.compare``)
+# sampler comparison (``scoresde.comparison``)
 
 _METRIC_LABELS = {
     "mmd2": "MMD$^2$ to exact samples",
@@ -107,22 +107,26 @@ _METRIC_LABELS = {
 
 
 def _series(table, x_key: str, metric: str) -> dict[str, tuple[list[float], list[float]]]:
-    """solver label -> (x, y) of its successful runs, sorted by x."""
+    """solver label -> (x, y) of its successful runs, sorted by x; ``x_key`` and ``metric`` are
+    columns of the table's rows (``Row.value``: ``"nfe"``, ``"seconds"``, a metric, ...)."""
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in table.rows:
-        x, y = r.get(x_key), r.get(metric)
-        if r.get("error") or x is None or y is None or not math.isfinite(y):
+        if r.error:
             continue
-        out.setdefault(r["solver"], ([], []))
-        out[r["solver"]][0].append(float(x))
-        out[r["solver"]][1].append(float(y))
+        x, y = r.value(x_key), r.value(metric)
+        if x is None or y is None or not math.isfinite(y):
+            continue
+        xs, ys = out.setdefault(r.solver, ([], []))
+        xs.append(float(x))
+        ys.append(float(y))
     for k, (xs, ys) in out.items():
         order = sorted(range(len(xs)), key=xs.__getitem__)
         out[k] = ([xs[i] for i in order], [ys[i] for i in order])
     return out
 
 
-#: Display names of the SDEs in titles (a table's meta holds a name of ``compare.SDES`` or a class).
+#: Display names of the SDEs in titles (a table's meta holds a name of ``comparison.SDES`` or a
+#: class).
 _SDE_NAMES = {"vp": "VP", "subvp": "sub-VP", "ve": "VE", "VPSDE": "VP", "SubVPSDE": "sub-VP"}
 _SDE_NAMES["VESDE"] = "VE"
 _MARKERS = "osD^v<>ph*"
