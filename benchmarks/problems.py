@@ -20,7 +20,14 @@ import torch
 from torch import Tensor
 
 import scoresde as sd
-from scoresde.comparison import aniso256, gmm64, grid, narrow, ring
+from scoresde.comparison import (
+    aniso256,
+    gmm64,
+    grid,
+    markdown_table,  # noqa: F401  (the benchmarks' P.markdown_table)
+    narrow,
+    ring,
+)
 from scoresde.metrics import mmd2, mode_assignment, mode_weight_tv, width_error
 
 F64 = torch.float64
@@ -197,12 +204,6 @@ def fmt(v: float | None, digits: int = 3) -> str:
     if isinstance(v, float) and math.isnan(v):
         return "nan"
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.{digits - 1}e}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def command_line() -> str:

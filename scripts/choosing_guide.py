@@ -289,9 +289,8 @@ def guidance_markdown(rows) -> str:
             "float64 ode_rk45 (rtol = atol = 1e-7) solution of the same guided PF-ODE "
             f"(reference NFE: {', '.join(f'w={w:g}: {_ref_nfe(sub, w)}' for w in scales)}).",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         for label in dict.fromkeys(r["solver"] for r in sub):
             cells = [label]
             for w in scales:
@@ -300,8 +299,8 @@ def guidance_markdown(rows) -> str:
                         r for r in sub if r["solver"] == label and r["w"] == w and r["budget"] == s
                     )
                     cells.append(f"{cmp.fmt(r['rms'])} / {cmp.fmt(r['median'])}")
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
+            body.append(cells)
+        out += [cmp.markdown_table(head, body), ""]
     return "\n".join(out)
 
 
@@ -380,14 +379,12 @@ def likelihood_markdown(rows) -> str:
         "prior mismatch (nats)",
         "total error (nats)",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        lines.append(
-            f"| {r['problem']} | {r['sde']} | {r['integrator']} | {r['nfe']} | "
-            f"{r['seconds']:.2f} | {cmp.fmt(r['integration'])} | {cmp.fmt(r['prior'])} | "
-            f"{cmp.fmt(r['total'])} |"
-        )
-    return "\n".join(lines)
+    body = [
+        [r["problem"], r["sde"], r["integrator"], str(r["nfe"]), f"{r['seconds']:.2f}"]
+        + [cmp.fmt(r[k]) for k in ("integration", "prior", "total")]
+        for r in rows
+    ]
+    return cmp.markdown_table(head, body)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -416,9 +413,8 @@ def sde_markdown(res) -> str:
             f"**{problem}** (n = {N[problem]}). MMD² noise floor (mean ± std) {floor}. "
             f"NFE of the float64 rk45 reference at rtol = 1e-7: {ref}.",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         first = tabs["vp"]
         for label in first.solvers:
             keys = [(r.steps, r.rtol) for r in first.rows if r.solver == label]
@@ -438,7 +434,8 @@ def sde_markdown(res) -> str:
                         star = "*" if t.at_floor(r, "mmd2") else ""
                         cells.append(f"{cmp.fmt(r.metrics['mmd2'])}{star}")
                 what = f"rtol {rtol:g}" if rtol is not None else str(steps)
-                out.append(f"| {label} | {what} | {kind} | " + " | ".join(cells) + " |")
+                body.append([label, what, str(kind), *cells])
+        out += [cmp.markdown_table(head, body)]
         out += ["", "`*`: within 3 std of that SDE's MMD² noise floor.", ""]
     return "\n".join(out)
 
@@ -452,9 +449,8 @@ def grid_markdown(res) -> str:
             f"**{problem}**, VP: RMS / median per-sample distance to the exact PF-ODE solution "
             "(mode switches in brackets when there are any); bold = the solver's default grid.",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         for base in GRID_SOLVERS:
             name, opts = cmp.parse_solver(base)
             default = sd.make_solver(name, **opts).default_time_grid
@@ -462,10 +458,8 @@ def grid_markdown(res) -> str:
                 label = cmp.solver_label(name, {**opts, "time_grid": g})
                 cells = [_err(_row(table, label, s)) for s in steps]
                 gname = f"**{g}**" if g == default else g
-                out.append(
-                    f"| {cmp.solver_label(name, opts)} | {gname} | " + " | ".join(cells) + " |"
-                )
-        out.append("")
+                body.append([cmp.solver_label(name, opts), gname, *cells])
+        out += [cmp.markdown_table(head, body), ""]
     return "\n".join(out)
 
 
@@ -474,8 +468,7 @@ def main_markdown(table: ComparisonTable) -> str:
     stochastic cells MMD^2 (* = within 3 std of the noise floor); adaptive runs by tolerance."""
     steps = sorted({r.steps for r in table.rows if r.steps is not None})
     head = ["solver", "NFE/step", "error", *[f"{s} steps" for s in steps]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    adaptive = []
+    body, adaptive = [], []
     for label in table.solvers:
         rows = [r for r in table.rows if r.solver == label]
         if rows[0].steps is None:
@@ -495,13 +488,15 @@ def main_markdown(table: ComparisonTable) -> str:
                 )
         per = rows[0].nfe // rows[0].steps
         kind = "RMS / median" if det else "MMD²"
-        lines.append(f"| {label} | {per} | {kind} | " + " | ".join(cells) + " |")
+        body.append([label, str(per), kind, *cells])
+    lines = [cmp.markdown_table(head, body)]
     if adaptive:
-        lines += ["", "| adaptive | rtol = atol | NFE | RMS / median (switches) | MMD² |"]
-        lines += ["|---|---|---|---|---|"]
+        head = ["adaptive", "rtol = atol", "NFE", "RMS / median (switches)", "MMD²"]
+        body = []
         for r in adaptive:
             mmd = cmp.fmt(r.metrics["mmd2"]) + ("*" if table.at_floor(r, "mmd2") else "")
-            lines.append(f"| {r.solver} | {r.rtol:g} | {r.nfe} | {_err(r)} | {mmd} |")
+            body.append([r.solver, f"{r.rtol:g}", str(r.nfe), _err(r), mmd])
+        lines += ["", cmp.markdown_table(head, body)]
     mu, sdv = table.noise_floor["mmd2"]
     me = table.meta
     lines += [
@@ -528,9 +523,8 @@ def det_vs_stoch_markdown(res) -> str:
             f"**{problem}**, VP, n = {table.meta['n']}; MMD² noise floor {cmp.fmt(mu)} ± "
             f"{cmp.fmt(sdv)} (* = within 3 std of it).",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         ok = [r for r in table.rows if not r.error and r.steps is not None]
         for nfe in sorted({r.nfe for r in ok if r.nfe in (5, 10, 20, 50, 100)}):
             cells = [str(nfe)]
@@ -543,8 +537,8 @@ def det_vs_stoch_markdown(res) -> str:
                 star = "*" if table.at_floor(b, "mmd2") else ""
                 extra = f"; {_err(b)}" if det else ""
                 cells.append(f"{b.solver}: {cmp.fmt(b.metrics['mmd2'])}{star}{extra}")
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
+            body.append(cells)
+        out += [cmp.markdown_table(head, body), ""]
     return "\n".join(out)
 
 

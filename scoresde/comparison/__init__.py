@@ -32,7 +32,7 @@ from .specs import (
     solver_label,
     split_solvers,
 )
-from .table import ComparisonTable, Row, fmt
+from .table import ComparisonTable, Row, fmt, markdown_table
 
 __all__ = [
     "compare",
@@ -63,4 +63,5 @@ __all__ = [
     "is_deterministic",
     "write_outputs",
     "fmt",
+    "markdown_table",
 ]

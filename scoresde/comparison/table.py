@@ -159,7 +159,7 @@ class ComparisonTable:
             "ref median",
             *(["error"] if self.has_errors else []),
         ]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        body = []
         for r in self.rows:
             cells = [
                 r.solver,
@@ -172,7 +172,8 @@ class ComparisonTable:
                 fmt(r.ref_median),
                 *([(r.error or "").replace("|", "/")[:80]] if self.has_errors else []),
             ]
-            lines.append("| " + " | ".join(cells) + " |")
+            body.append(cells)
+        lines = [markdown_table(head, body)]
         floor = ", ".join(f"{m} {fmt(mu)} ± {fmt(sd)}" for m, (mu, sd) in self.noise_floor.items())
         me = self.meta
         if "checkpoint" in me:
@@ -236,3 +237,9 @@ def fmt(v: float | int | None, digits: int = 3) -> str:
     if not math.isfinite(v):
         return "nan"
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.{digits - 1}e}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table: the header, the separator and one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
