@@ -7,9 +7,6 @@ import argparse
 
 from ..cliutil import NONNEGATIVE_INT, THREADS_HINT, HelpFormatter
 
-#: The SDE names of ``scoresde train --sde`` (Song et al.'s defaults).
-SDE_NAMES = ("vp", "subvp", "ve")
-
 
 def add_command(subparsers, name: str, help: str, description: str = "") -> argparse.ArgumentParser:
     """A subcommand's parser on ``subparsers``, its help showing the defaults."""

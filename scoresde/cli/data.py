@@ -6,13 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_sde(name: str):
-    """The SDE of a name in ``common.SDE_NAMES``, with its default parameters."""
-    from .. import sde
-
-    return {"vp": sde.VPSDE, "subvp": sde.SubVPSDE, "ve": sde.VESDE}[name]()
-
-
 def data_help() -> str:
     """The data a ``--data`` flag accepts, in words."""
     from ..data import TOY_DATASETS

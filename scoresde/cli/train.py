@@ -15,8 +15,9 @@ from ..cliutil import (
     int_at_least,
     say,
 )
-from .common import SDE_NAMES, add_command, add_common_flags
-from .data import data_help, load_data, make_sde, standardize, transform
+from ..comparison import SDES
+from .common import add_command, add_common_flags
+from .data import data_help, load_data, standardize, transform
 
 #: Training defaults by kind of data, used for each of these flags that is not given. Vectors:
 #: the 2-D recipe of benchmarks/training.py; images: its 8x8-digits recipe (docs/training.md), a
@@ -31,6 +32,7 @@ WELL_SCALED = (0.05, 20.0)
 
 
 def describe_defaults() -> str:
+    """``TRAIN_DEFAULTS`` in words, for the command's help."""
     return "; ".join(
         f"{kind}: {d['steps']} steps, batch {d['batch_size']}, lr {d['lr']:g}, width {d['width']}"
         for kind, d in TRAIN_DEFAULTS.items()
@@ -89,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     else:
         raise SystemExit(f"scoresde: data of shape {tuple(x.shape)} is neither (N, d) nor images")
-    sde = make_sde(args.sde)
+    sde = SDES[args.sde]()
     model = ScoreModel(net, sde, args.parameterization)
     config = TrainConfig(
         batch_size=args.batch_size,
@@ -178,7 +180,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         help="the integer class-label array of a .npz file (default: no labels)",
     )
     tr.add_argument("--out", required=True, help="output folder (checkpoint, loss.csv, figures)")
-    tr.add_argument("--sde", choices=SDE_NAMES, default="vp", help="forward SDE")
+    tr.add_argument("--sde", choices=tuple(SDES), default="vp", help="forward SDE")
     tr.add_argument(
         "--steps", type=POSITIVE_INT, default=None, help="training steps (default: by data kind)"
     )
