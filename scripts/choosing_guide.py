@@ -249,6 +249,7 @@ def guidance_runs(out, log, scales=(1.0, 4.0, 8.0), nfes=(10, 20)):
             ref = sd.sample(sde, score, (n, d), solver="ode_rk45", rtol=1e-7, atol=1e-7, x_T=x_T64)
             for name, opts in GUIDED_SOLVERS:
                 for nfe in nfes:
+                    # TODO(meta): NFE per step by name; switch to the class's ``nfe_per_step``.
                     s = nfe // 2 if name == "ode_heun" else nfe  # equal NFE: Heun spends 2
                     t0 = time.perf_counter()
                     res = sd.sample(
