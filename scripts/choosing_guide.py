@@ -1,6 +1,6 @@
 """Run the comparisons behind docs/choosing.md and write its tables and figures.
 
-Every sampling table comes from ``scoresde.compare`` (exact-score Gaussian mixtures, common random
+Every sampling table comes from ``sd.compare`` (exact-score Gaussian mixtures, common random
 numbers, a measured noise floor, RMS distance to a tight float64 PF-ODE solution). Two sections
 that ``compare`` cannot express are run here directly with ``sd.sample`` / ``sd.log_likelihood``:
 classifier-free guidance (a guided score is not the exact score of a mixture) and likelihoods.
