@@ -13,6 +13,7 @@ from scoresde.comparison import (
     Problem,
     checkpoint_problem,
     compare,
+    markdown_table,
     mixture_problem,
     parse_options,
     parse_solver,
@@ -115,6 +116,20 @@ def test_table_saves_csv_json_and_markdown(table, tmp_path):
     data = json.loads((tmp_path / "t.json").read_text())
     assert len(data["rows"]) == len(table.rows) and "mmd2" in data["noise_floor"]
     assert str(table).startswith("| solver |") and "Noise floor" in str(table)
+
+
+def test_rows_flatten_to_the_json_columns_in_order(table):
+    # the JSON/CSV format: the fields in order, each metric in the place of ``metrics``
+    order = ["solver", "name", "options", "steps", "rtol", "nfe", "seconds", "deterministic"]
+    order += [*table.metrics, "ref_rms", "ref_median", "error"]
+    data = table.to_dict()["rows"]
+    for row, flat in zip(table.rows, data, strict=True):
+        assert list(row.to_dict()) == order and list(flat) == order
+        assert row.value("mmd2") == row.metrics["mmd2"] == flat["mmd2"]
+        assert row.value("nfe") == row.nfe == flat["nfe"]
+    with pytest.raises(KeyError, match="unknown column 'nope'.*'ref_rms'.*'mmd2'"):
+        table.rows[0].value("nope")
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
 
 
 def test_problems_and_solver_specs():
