@@ -245,7 +245,9 @@ def compare(
     return ComparisonTable(rows, floor, fns, meta, kept, target, prob)
 
 
-def _run_one(sde, score_fn, name, options, steps, eps, x_T, seed, fns, target, ref):
+def _run_one(
+    sde, score_fn, name, options, steps, eps, x_T, seed, fns, target, ref
+) -> tuple[Row, Tensor | None]:
     """(row, samples or None) of one run; failures become the row's ``error``."""
     row = Row(
         solver_label(name, options),
