@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 import scoresde as sd
-from scoresde.compare import gmm64
+from scoresde.comparison import gmm64
 from scoresde.nets import ResidualMLP, UNet
 from scoresde.training import TrainConfig, Trainer
 

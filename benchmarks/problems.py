@@ -20,16 +20,23 @@ import torch
 from torch import Tensor
 
 import scoresde as sd
-from scoresde.compare import aniso256, gmm64, grid, narrow, ring
+from scoresde.comparison import (
+    aniso256,
+    gmm64,
+    grid,
+    markdown_table,  # noqa: F401  (the benchmarks' P.markdown_table)
+    narrow,
+    ring,
+)
 from scoresde.metrics import mmd2, mode_assignment, mode_weight_tv, width_error
 
 F64 = torch.float64
 
 
-# The problems are the presets of ``scoresde.compare`` (one source of truth): ``ring``, 8 Gaussians
-# on a circle of radius 2, std 0.2; ``grid``, 25 on a 5 x 5 grid; ``gmm64``, a seeded random 64-D
-# mixture of 8 components; and the hard cases of issue 13: ``narrow``, 7 anisotropic 2-D modes with
-# stds 0.02-0.5 and weights 0.02-0.30, and ``aniso256``, 8 anisotropic 256-D modes with
+# The problems are the presets of ``scoresde.comparison`` (one source of truth): ``ring``, 8
+# Gaussians on a circle of radius 2, std 0.2; ``grid``, 25 on a 5 x 5 grid; ``gmm64``, a seeded
+# random 64-D mixture of 8 components; and the hard cases of issue 13: ``narrow``, 7 anisotropic 2-D
+# modes with stds 0.02-0.5 and weights 0.02-0.30, and ``aniso256``, 8 anisotropic 256-D modes with
 # per-coordinate stds 0.02-0.5 and weights 0.02-0.30.
 PROBLEMS = {"ring": ring, "grid": grid, "gmm64": gmm64, "narrow": narrow, "aniso256": aniso256}
 
@@ -197,12 +204,6 @@ def fmt(v: float | None, digits: int = 3) -> str:
     if isinstance(v, float) and math.isnan(v):
         return "nan"
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.{digits - 1}e}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def command_line() -> str:

@@ -1,9 +1,9 @@
 """Sampler benchmark: every solver of ``scoresde`` on exact-score Gaussian mixtures.
 
 For each problem (``ring``: 8 Gaussians on a circle, 2-D; ``gmm64``: a seeded random 64-D mixture;
-both from ``scoresde.compare``) and SDE (VP, sub-VP, VE with Song et al.'s defaults) it runs every
-solver variant at several step counts from one shared x_T and one shared noise seed (common random
-numbers), and reports
+both from ``scoresde.comparison``) and SDE (VP, sub-VP, VE with Song et al.'s defaults) it runs
+every solver variant at several step counts from one shared x_T and one shared noise seed (common
+random numbers), and reports
 
 * NFE, counted by ``sample`` (``res.nfe``);
 * MMD^2 (``scoresde.metrics.mmd2``, unbiased, kernel scales from the target) and the Frechet

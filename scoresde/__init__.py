@@ -1,6 +1,6 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
-from .compare import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
+from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
 from .guidance import (
     INPAINT_METHODS,
     InpaintResult,

@@ -14,12 +14,12 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Lay out, write as PNG (creating the folder), close; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -56,7 +56,7 @@ def save_samples(x: Tensor, path: str | Path, title: str = "", limit: float | No
         )
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_class_grid(
@@ -91,11 +91,11 @@ def save_class_grid(
         )
     if title:
         ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------
-# sampler comparison (``scoresde.compare``)
+# sampler comparison (``scoresde.comparison``)
 
 _METRIC_LABELS = {
     "mmd2": "MMD$^2$ to exact samples",
@@ -107,22 +107,26 @@ _METRIC_LABELS = {
 
 
 def _series(table, x_key: str, metric: str) -> dict[str, tuple[list[float], list[float]]]:
-    """solver label -> (x, y) of its successful runs, sorted by x."""
+    """solver label -> (x, y) of its successful runs, sorted by x; ``x_key`` and ``metric`` are
+    columns of the table's rows (``Row.value``: ``"nfe"``, ``"seconds"``, a metric, ...)."""
     out: dict[str, tuple[list[float], list[float]]] = {}
     for r in table.rows:
-        x, y = r.get(x_key), r.get(metric)
-        if r.get("error") or x is None or y is None or not math.isfinite(y):
+        if r.error:
             continue
-        out.setdefault(r["solver"], ([], []))
-        out[r["solver"]][0].append(float(x))
-        out[r["solver"]][1].append(float(y))
+        x, y = r.value(x_key), r.value(metric)
+        if x is None or y is None or not math.isfinite(y):
+            continue
+        xs, ys = out.setdefault(r.solver, ([], []))
+        xs.append(float(x))
+        ys.append(float(y))
     for k, (xs, ys) in out.items():
         order = sorted(range(len(xs)), key=xs.__getitem__)
         out[k] = ([xs[i] for i in order], [ys[i] for i in order])
     return out
 
 
-#: Display names of the SDEs in titles (a table's meta holds a name of ``compare.SDES`` or a class).
+#: Display names of the SDEs in titles (a table's meta holds a name of ``comparison.SDES`` or a
+#: class).
 _SDE_NAMES = {"vp": "VP", "subvp": "sub-VP", "ve": "VE", "VPSDE": "VP", "SubVPSDE": "sub-VP"}
 _SDE_NAMES["VESDE"] = "VE"
 _MARKERS = "osD^v<>ph*"
@@ -209,7 +213,7 @@ def plot_error_vs_nfe(table, path: str | Path, metric: str = "mmd2") -> Path:
     ticks = [b * 10**e for e in range(6) for b in (1, 2, 5) if min(nfes) <= b * 10**e <= max(nfes)]
     ax.set_xticks(ticks, [f"{x:g}" for x in ticks])  # 5, 10, 20, ... rather than 6 x 10^0
     ax.set_title(figure_title(table, "error vs NFE"))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_time_vs_error(table, path: str | Path, metric: str = "mmd2") -> Path:
@@ -217,7 +221,7 @@ def plot_time_vs_error(table, path: str | Path, metric: str = "mmd2") -> Path:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     _error_axes(ax, table, _series(table, "seconds", metric), metric, "wall time per run [s]")
     ax.set_title(figure_title(table, "error vs wall time"))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_samples_grid(
@@ -265,7 +269,7 @@ def plot_samples_grid(
         ax.set_title(name, fontsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_trajectories(
@@ -295,4 +299,4 @@ def plot_trajectories(
     axes[2].grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

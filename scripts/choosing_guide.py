@@ -1,6 +1,6 @@
 """Run the comparisons behind docs/choosing.md and write its tables and figures.
 
-Every sampling table comes from ``scoresde.compare`` (exact-score Gaussian mixtures, common random
+Every sampling table comes from ``sd.compare`` (exact-score Gaussian mixtures, common random
 numbers, a measured noise floor, RMS distance to a tight float64 PF-ODE solution). Two sections
 that ``compare`` cannot express are run here directly with ``sd.sample`` / ``sd.log_likelihood``:
 classifier-free guidance (a guided score is not the exact score of a mixture) and likelihoods.
@@ -20,7 +20,6 @@ the narrow-mode 2-D and the 256-D anisotropic mixtures, with mode-weight TV and 
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import shutil
 import time
@@ -33,11 +32,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import scoresde as sd  # noqa: E402
-from scoresde.compare import ComparisonTable, write_outputs  # noqa: E402
-
-# ``sd.compare`` is the function, which shadows the module of the same name as an attribute of
-# the package, so ``import scoresde.compare as cmp`` would bind the function.
-cmp = importlib.import_module("scoresde.compare")
+from scoresde import comparison as cmp  # noqa: E402
+from scoresde import plots  # noqa: E402
+from scoresde.comparison import ComparisonTable, Row, write_outputs  # noqa: E402
 
 F64 = torch.float64
 SEED = 0
@@ -70,6 +67,11 @@ GRID_SOLVERS = ["ode_heun", "dpm_solver:order=2,prediction=data", "dpm_solver"]
 
 N = {"ring": 4000, "gmm64": 2000, "narrow": 4000, "aniso256": 2000}
 
+#: id(row) -> (median per-sample distance to the reference, mode switches) of the deterministic
+#: rows of every table run here (``add_per_sample_errors``); the tables live until the script
+#: ends, so the ids stay theirs.
+PER_SAMPLE: dict[int, tuple[float, int]] = {}
+
 
 def cli_command(problem, sde, solvers, steps, n, rtols, out) -> str:
     return (
@@ -95,7 +97,8 @@ def run_compare(tag, problem, sde, solvers, steps, rtols, out: Path, log: list[s
 
 
 def add_per_sample_errors(table: ComparisonTable, problem: str, sde_name: str) -> None:
-    """Add ``median_err`` and ``switches`` to the deterministic rows of ``table``.
+    """Record the median error and the mode switches of the deterministic rows of ``table`` in
+    ``PER_SAMPLE``.
 
     compare reports only the RMS over samples of the distance to the reference, which on a
     multimodal problem is dominated by the few samples the solver sends to another component than
@@ -125,22 +128,23 @@ def add_per_sample_errors(table: ComparisonTable, problem: str, sde_name: str) -
     c_ref = component(ref)
     for (label, key), x in table.samples.items():
         for r in table.rows:
-            if r["solver"] != label or not r["deterministic"] or r["error"]:
+            if r.solver != label or not r.deterministic or r.error:
                 continue
-            if (r["steps"] if isinstance(key, int) else r["rtol"]) != key:
+            if (r.steps if isinstance(key, int) else r.rtol) != key:
                 continue
             e = (x[: ref.shape[0]].to(F64) - ref).pow(2).mean(1).sqrt()
             rms = float(e.pow(2).mean().sqrt())
-            if not math.isclose(rms, r["ref_rms"], rel_tol=1e-6, abs_tol=1e-12):
-                raise RuntimeError(f"reference mismatch for {label} {key}: {rms} vs {r['ref_rms']}")
-            r["median_err"] = float(e.median())
-            r["switches"] = int((component(x[: ref.shape[0]]) != c_ref).sum())
+            if not math.isclose(rms, r.ref_rms, rel_tol=1e-6, abs_tol=1e-12):
+                raise RuntimeError(f"reference mismatch for {label} {key}: {rms} vs {r.ref_rms}")
+            switches = int((component(x[: ref.shape[0]]) != c_ref).sum())
+            PER_SAMPLE[id(r)] = (float(e.median()), switches)
 
 
-def _err(r) -> str:
+def _err(r: Row) -> str:
     """'RMS / median (k)': k = mode switches, shown when non-zero."""
-    sw = f" ({r['switches']})" if r.get("switches") else ""
-    return f"{cmp._fmt(r['ref_rms'])} / {cmp._fmt(r.get('median_err'))}{sw}"
+    median, switches = PER_SAMPLE.get(id(r), (None, 0))
+    sw = f" ({switches})" if switches else ""
+    return f"{cmp.fmt(r.ref_rms)} / {cmp.fmt(median)}{sw}"
 
 
 def warm_up() -> None:
@@ -245,6 +249,7 @@ def guidance_runs(out, log, scales=(1.0, 4.0, 8.0), nfes=(10, 20)):
             ref = sd.sample(sde, score, (n, d), solver="ode_rk45", rtol=1e-7, atol=1e-7, x_T=x_T64)
             for name, opts in GUIDED_SOLVERS:
                 for nfe in nfes:
+                    # TODO(meta): NFE per step by name; switch to the class's ``nfe_per_step``.
                     s = nfe // 2 if name == "ode_heun" else nfe  # equal NFE: Heun spends 2
                     t0 = time.perf_counter()
                     res = sd.sample(
@@ -285,9 +290,8 @@ def guidance_markdown(rows) -> str:
             "float64 ode_rk45 (rtol = atol = 1e-7) solution of the same guided PF-ODE "
             f"(reference NFE: {', '.join(f'w={w:g}: {_ref_nfe(sub, w)}' for w in scales)}).",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         for label in dict.fromkeys(r["solver"] for r in sub):
             cells = [label]
             for w in scales:
@@ -295,9 +299,9 @@ def guidance_markdown(rows) -> str:
                     r = next(
                         r for r in sub if r["solver"] == label and r["w"] == w and r["budget"] == s
                     )
-                    cells.append(f"{cmp._fmt(r['rms'])} / {cmp._fmt(r['median'])}")
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
+                    cells.append(f"{cmp.fmt(r['rms'])} / {cmp.fmt(r['median'])}")
+            body.append(cells)
+        out += [cmp.markdown_table(head, body), ""]
     return "\n".join(out)
 
 
@@ -376,14 +380,12 @@ def likelihood_markdown(rows) -> str:
         "prior mismatch (nats)",
         "total error (nats)",
     ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        lines.append(
-            f"| {r['problem']} | {r['sde']} | {r['integrator']} | {r['nfe']} | "
-            f"{r['seconds']:.2f} | {cmp._fmt(r['integration'])} | {cmp._fmt(r['prior'])} | "
-            f"{cmp._fmt(r['total'])} |"
-        )
-    return "\n".join(lines)
+    body = [
+        [r["problem"], r["sde"], r["integrator"], str(r["nfe"]), f"{r['seconds']:.2f}"]
+        + [cmp.fmt(r[k]) for k in ("integration", "prior", "total")]
+        for r in rows
+    ]
+    return cmp.markdown_table(head, body)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,7 +394,7 @@ def likelihood_markdown(rows) -> str:
 
 def _row(table: ComparisonTable, label: str, steps=None, rtol=None):
     for r in table.rows:
-        if r["solver"] == label and r["steps"] == steps and (rtol is None or r["rtol"] == rtol):
+        if r.solver == label and r.steps == steps and (rtol is None or r.rtol == rtol):
             return r
     return None
 
@@ -404,7 +406,7 @@ def sde_markdown(res) -> str:
         tabs = {s: res[(problem, s)][0] for s in ("vp", "subvp", "ve")}
         head = ["solver", "steps", "error", "VP", "sub-VP", "VE"]
         floor = ", ".join(
-            f"{s}: {cmp._fmt(t.noise_floor['mmd2'][0])} ± {cmp._fmt(t.noise_floor['mmd2'][1])}"
+            f"{s}: {cmp.fmt(t.noise_floor['mmd2'][0])} ± {cmp.fmt(t.noise_floor['mmd2'][1])}"
             for s, t in tabs.items()
         )
         ref = ", ".join(f"{s}: {t.meta['reference_nfe']}" for s, t in tabs.items())
@@ -412,29 +414,29 @@ def sde_markdown(res) -> str:
             f"**{problem}** (n = {N[problem]}). MMD² noise floor (mean ± std) {floor}. "
             f"NFE of the float64 rk45 reference at rtol = 1e-7: {ref}.",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         first = tabs["vp"]
         for label in first.solvers:
-            keys = [(r["steps"], r["rtol"]) for r in first.rows if r["solver"] == label]
+            keys = [(r.steps, r.rtol) for r in first.rows if r.solver == label]
             for steps, rtol in keys:
                 cells = []
                 kind = None
                 for t in tabs.values():
                     r = _row(t, label, steps, rtol)
-                    if r is None or r["error"]:
+                    if r is None or r.error:
                         cells.append("fails" if r is not None else "—")
                         continue
-                    if r["deterministic"]:
+                    if r.deterministic:
                         kind = "RMS / median (switches)"
-                        cells.append(f"{_err(r)}, {r['nfe']} NFE")
+                        cells.append(f"{_err(r)}, {r.nfe} NFE")
                     else:
                         kind = "MMD²"
                         star = "*" if t.at_floor(r, "mmd2") else ""
-                        cells.append(f"{cmp._fmt(r['mmd2'])}{star}")
+                        cells.append(f"{cmp.fmt(r.metrics['mmd2'])}{star}")
                 what = f"rtol {rtol:g}" if rtol is not None else str(steps)
-                out.append(f"| {label} | {what} | {kind} | " + " | ".join(cells) + " |")
+                body.append([label, what, str(kind), *cells])
+        out += [cmp.markdown_table(head, body)]
         out += ["", "`*`: within 3 std of that SDE's MMD² noise floor.", ""]
     return "\n".join(out)
 
@@ -442,15 +444,14 @@ def sde_markdown(res) -> str:
 def grid_markdown(res) -> str:
     out = []
     for problem, (table, _) in res.items():
-        steps = sorted({r["steps"] for r in table.rows})
+        steps = sorted({r.steps for r in table.rows})
         head = ["solver", "time grid"] + [f"{s} steps" for s in steps]
         out += [
             f"**{problem}**, VP: RMS / median per-sample distance to the exact PF-ODE solution "
             "(mode switches in brackets when there are any); bold = the solver's default grid.",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
+        body = []
         for base in GRID_SOLVERS:
             name, opts = cmp.parse_solver(base)
             default = sd.make_solver(name, **opts).default_time_grid
@@ -458,49 +459,50 @@ def grid_markdown(res) -> str:
                 label = cmp.solver_label(name, {**opts, "time_grid": g})
                 cells = [_err(_row(table, label, s)) for s in steps]
                 gname = f"**{g}**" if g == default else g
-                out.append(
-                    f"| {cmp.solver_label(name, opts)} | {gname} | " + " | ".join(cells) + " |"
-                )
-        out.append("")
+                body.append([cmp.solver_label(name, opts), gname, *cells])
+        out += [cmp.markdown_table(head, body), ""]
     return "\n".join(out)
 
 
 def main_markdown(table: ComparisonTable) -> str:
     """Compact solver x steps view of a main run: deterministic cells 'RMS / median (switches)',
     stochastic cells MMD^2 (* = within 3 std of the noise floor); adaptive runs by tolerance."""
-    steps = sorted({r["steps"] for r in table.rows if r["steps"] is not None})
+    steps = sorted({r.steps for r in table.rows if r.steps is not None})
     head = ["solver", "NFE/step", "error", *[f"{s} steps" for s in steps]]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    adaptive = []
+    body, adaptive = [], []
     for label in table.solvers:
-        rows = [r for r in table.rows if r["solver"] == label]
-        if rows[0]["steps"] is None:
+        rows = [r for r in table.rows if r.solver == label]
+        if rows[0].steps is None:
             adaptive += rows
             continue
-        det = bool(rows[0]["deterministic"])
+        det = bool(rows[0].deterministic)
         cells = []
         for s in steps:
-            r = next((r for r in rows if r["steps"] == s), None)
-            if r is None or r["error"]:
+            r = next((r for r in rows if r.steps == s), None)
+            if r is None or r.error:
                 cells.append("fails")
             elif det:
                 cells.append(_err(r))
             else:
-                cells.append(cmp._fmt(r["mmd2"]) + ("*" if table.at_floor(r, "mmd2") else ""))
-        per = rows[0]["nfe"] // rows[0]["steps"]
+                cells.append(
+                    cmp.fmt(r.metrics["mmd2"]) + ("*" if table.at_floor(r, "mmd2") else "")
+                )
+        per = rows[0].nfe // rows[0].steps
         kind = "RMS / median" if det else "MMD²"
-        lines.append(f"| {label} | {per} | {kind} | " + " | ".join(cells) + " |")
+        body.append([label, str(per), kind, *cells])
+    lines = [cmp.markdown_table(head, body)]
     if adaptive:
-        lines += ["", "| adaptive | rtol = atol | NFE | RMS / median (switches) | MMD² |"]
-        lines += ["|---|---|---|---|---|"]
+        head = ["adaptive", "rtol = atol", "NFE", "RMS / median (switches)", "MMD²"]
+        body = []
         for r in adaptive:
-            mmd = cmp._fmt(r["mmd2"]) + ("*" if table.at_floor(r, "mmd2") else "")
-            lines.append(f"| {r['solver']} | {r['rtol']:g} | {r['nfe']} | {_err(r)} | {mmd} |")
+            mmd = cmp.fmt(r.metrics["mmd2"]) + ("*" if table.at_floor(r, "mmd2") else "")
+            body.append([r.solver, f"{r.rtol:g}", str(r.nfe), _err(r), mmd])
+        lines += ["", cmp.markdown_table(head, body)]
     mu, sdv = table.noise_floor["mmd2"]
     me = table.meta
     lines += [
         "",
-        f"n = {me['n']}; MMD² noise floor {cmp._fmt(mu)} ± {cmp._fmt(sdv)} (* = within 3 std); "
+        f"n = {me['n']}; MMD² noise floor {cmp.fmt(mu)} ± {cmp.fmt(sdv)} (* = within 3 std); "
         f"reference: float64 ode_rk45 at rtol = atol = {me['reference_tol']:g} "
         f"({me['reference_nfe']} NFE); switches = samples whose nearest component differs from "
         "the reference's.",
@@ -519,26 +521,25 @@ def det_vs_stoch_markdown(res) -> str:
             "best stochastic: MMD²",
         ]
         out += [
-            f"**{problem}**, VP, n = {table.meta['n']}; MMD² noise floor {cmp._fmt(mu)} ± "
-            f"{cmp._fmt(sdv)} (* = within 3 std of it).",
+            f"**{problem}**, VP, n = {table.meta['n']}; MMD² noise floor {cmp.fmt(mu)} ± "
+            f"{cmp.fmt(sdv)} (* = within 3 std of it).",
             "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
         ]
-        ok = [r for r in table.rows if not r["error"] and r["steps"] is not None]
-        for nfe in sorted({r["nfe"] for r in ok if r["nfe"] in (5, 10, 20, 50, 100)}):
+        body = []
+        ok = [r for r in table.rows if not r.error and r.steps is not None]
+        for nfe in sorted({r.nfe for r in ok if r.nfe in (5, 10, 20, 50, 100)}):
             cells = [str(nfe)]
             for det in (True, False):
-                cand = [r for r in ok if r["nfe"] == nfe and bool(r["deterministic"]) == det]
+                cand = [r for r in ok if r.nfe == nfe and bool(r.deterministic) == det]
                 if not cand:
                     cells.append("—")
                     continue
-                b = min(cand, key=lambda r: r["mmd2"])
+                b = min(cand, key=lambda r: r.metrics["mmd2"])
                 star = "*" if table.at_floor(b, "mmd2") else ""
                 extra = f"; {_err(b)}" if det else ""
-                cells.append(f"{b['solver']}: {cmp._fmt(b['mmd2'])}{star}{extra}")
-            out.append("| " + " | ".join(cells) + " |")
-        out.append("")
+                cells.append(f"{b.solver}: {cmp.fmt(b.metrics['mmd2'])}{star}{extra}")
+            body.append(cells)
+        out += [cmp.markdown_table(head, body), ""]
     return "\n".join(out)
 
 
@@ -565,9 +566,9 @@ def _lines(ax, table, labels, x_key, metric, lo=None):
     to tight tolerance even when x is time)."""
     for k, label in enumerate(labels):
         pts = sorted(
-            (r["nfe"], r[x_key], r[metric])
+            (r.nfe, r.value(x_key), r.value(metric))
             for r in table.rows
-            if r["solver"] == label and not r["error"] and r[metric] is not None
+            if r.solver == label and not r.error and r.value(metric) is not None
         )
         if not pts:
             continue
@@ -588,22 +589,15 @@ def _finish(ax, xlabel, ylabel, title, legend=True):
         ax.legend(fontsize=7, loc="best")
 
 
-def _save(fig, path):
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
 def _row_any(table, label):
-    return next(r for r in table.rows if r["solver"] == label and not r["error"])
+    return next(r for r in table.rows if r.solver == label and not r.error)
 
 
 def fig_error_vs_nfe(main, path):
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.2))
     for i, (problem, (table, _)) in enumerate(main.items()):
-        det = [s for s in table.solvers if _row_any(table, s)["deterministic"]]
-        stoch = [s for s in table.solvers if not _row_any(table, s)["deterministic"]]
+        det = [s for s in table.solvers if _row_any(table, s).deterministic]
+        stoch = [s for s in table.solvers if not _row_any(table, s).deterministic]
         _lines(axes[i, 0], table, det, "nfe", "ref_rms")
         _finish(
             axes[i, 0],
@@ -611,7 +605,9 @@ def fig_error_vs_nfe(main, path):
             "RMS distance to the exact PF-ODE solution",
             f"{problem}, VP, n = {table.meta['n']}: deterministic solvers",
         )
-        positive = [r["mmd2"] for r in table.rows if r["mmd2"] and r["mmd2"] > 0]
+        positive = [
+            r.metrics["mmd2"] for r in table.rows if r.metrics["mmd2"] and r.metrics["mmd2"] > 0
+        ]
         mu, sdv = table.noise_floor["mmd2"]
         lo = max(min(positive) / 3, (mu + 2 * sdv) / 30)
         _floor_band(axes[i, 1], table, "mmd2", lo)
@@ -625,13 +621,13 @@ def fig_error_vs_nfe(main, path):
             legend=False,
         )
         axes[i, 1].legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=DPI)
 
 
 def fig_time_vs_error(main, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.3))
     for ax, (problem, (table, _)) in zip(axes, main.items(), strict=True):
-        det = [s for s in table.solvers if _row_any(table, s)["deterministic"]]
+        det = [s for s in table.solvers if _row_any(table, s).deterministic]
         _lines(ax, table, det, "seconds", "ref_rms")
         _finish(
             ax,
@@ -639,7 +635,7 @@ def fig_time_vs_error(main, path):
             "RMS distance to the exact PF-ODE solution",
             f"{problem}, VP: error vs wall time",
         )
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=DPI)
 
 
 def _two_legends(ax, colors, styles, color_title, style_title):
@@ -654,9 +650,9 @@ def _two_legends(ax, colors, styles, color_title, style_title):
 
 def _median_series(table, label, x_key="nfe"):
     pts = sorted(
-        (r[x_key], r["median_err"])
+        (r.value(x_key), PER_SAMPLE[id(r)][0])
         for r in table.rows
-        if r["solver"] == label and not r["error"] and r.get("median_err") is not None
+        if r.solver == label and not r.error and id(r) in PER_SAMPLE
     )
     return zip(*pts, strict=True)
 
@@ -679,7 +675,7 @@ def fig_sdes(sdes, path):
             legend=False,
         )
         _two_legends(ax, colors, styles, "solver", "SDE")
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=DPI)
 
 
 def fig_grids(grids, path):
@@ -705,7 +701,7 @@ def fig_grids(grids, path):
         ax.minorticks_off()
         ax.grid(True, which="major", alpha=0.25)
         _two_legends(ax, colors, styles, "time grid", "solver")
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=DPI)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import torch
 import scoresde as sd
 from scoresde import cli, data
 from scoresde.checkpoint import load_checkpoint
+from scoresde.cli import data as cli_data
+from scoresde.cli.train import TRAIN_DEFAULTS
 from scoresde.training import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,11 +289,11 @@ def test_badly_scaled_data_warns_and_standardize_undoes_itself(tmp_path, capsys)
 
 def test_transform_round_trip():
     x = torch.randn(50, 3, dtype=torch.float64) * 7 + 2
-    meta = {"standardize": cli._standardize(x)}
-    z = cli._transform(meta, x)
+    meta = {"standardize": cli_data.standardize(x)}
+    z = cli_data.transform(meta, x)
     assert torch.allclose(z.mean(0), torch.zeros(3).double(), atol=1e-12)
     assert torch.allclose(z.std(0), torch.ones(3).double())
-    assert torch.allclose(cli._transform(meta, z, inverse=True), x)
+    assert torch.allclose(cli_data.transform(meta, z, inverse=True), x)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,4 +314,4 @@ def test_compare_and_likelihood_report_progress(ckpt, tmp_path, capsys):
 def test_image_data_get_the_digits_recipe(digits_ckpt):
     meta = load_checkpoint(digits_ckpt)[1]
     assert meta["net"]["class"] == "UNet" and meta["train"]["lr"] == 1e-3
-    assert cli.TRAIN_DEFAULTS["images"]["width"] == 16  # the docs/training.md recipe
+    assert TRAIN_DEFAULTS["images"]["width"] == 16  # the docs/training.md recipe

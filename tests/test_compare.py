@@ -1,4 +1,4 @@
-"""scoresde.compare: the solver x steps grid, its table, files, plots and commands."""
+"""scoresde.comparison and the compare / demo commands: the grid, its table, files and plots."""
 
 import argparse
 import json
@@ -7,13 +7,13 @@ import pytest
 import torch
 
 import scoresde as sd
-from scoresde.compare import (
+from scoresde.cli.compare import add_compare_parser, add_demo_parser
+from scoresde.comparison import (
     PROBLEMS,
     Problem,
-    add_compare_parser,
-    add_demo_parser,
     checkpoint_problem,
     compare,
+    markdown_table,
     mixture_problem,
     parse_options,
     parse_solver,
@@ -36,7 +36,7 @@ def table():
 
 
 def test_grid_runs_with_measured_nfe(table):
-    rows = {(r["solver"], r["steps"]): r for r in table.rows}
+    rows = {(r.solver, r.steps): r for r in table.rows}
     assert set(rows) == {
         ("ode_heun", 5),
         ("ode_heun", 20),
@@ -44,21 +44,21 @@ def test_grid_runs_with_measured_nfe(table):
         ("ddim(eta=1)", 20),
         ("ode_rk45", None),
     }
-    assert rows[("ode_heun", 5)]["nfe"] == 10 and rows[("ode_heun", 20)]["nfe"] == 40
-    assert rows[("ddim(eta=1)", 20)]["nfe"] == 20
-    assert all(r["error"] is None and r["seconds"] > 0 for r in table.rows)
+    assert rows[("ode_heun", 5)].nfe == 10 and rows[("ode_heun", 20)].nfe == 40
+    assert rows[("ddim(eta=1)", 20)].nfe == 20
+    assert all(r.error is None and r.seconds > 0 for r in table.rows)
     # a mixture problem gets the mode-weight and width metrics beside MMD² and Fréchet
     assert set(table.noise_floor) == {"mmd2", "frechet", "mode_tv", "width"}
     assert table.noise_floor["mmd2"][1] > 0
-    assert rows[("ddim(eta=1)", 5)]["ref_rms"] is None  # stochastic: no path error
+    assert rows[("ddim(eta=1)", 5)].ref_rms is None  # stochastic: no path error
 
 
 def test_error_falls_with_steps_and_tight_solver_is_near_reference(table):
-    rows = {(r["solver"], r["steps"]): r for r in table.rows}
-    assert rows[("ode_heun", 20)]["ref_rms"] < rows[("ode_heun", 5)]["ref_rms"] / 4
+    rows = {(r.solver, r.steps): r for r in table.rows}
+    assert rows[("ode_heun", 20)].ref_rms < rows[("ode_heun", 5)].ref_rms / 4
     # by 20 steps the samples are indistinguishable from exact ones (MMD² within the noise band)
     assert table.at_floor(rows[("ode_heun", 20)], "mmd2")
-    assert rows[("ode_rk45", None)]["ref_rms"] < 1e-3
+    assert rows[("ode_rk45", None)].ref_rms < 1e-3
 
 
 def test_reference_distances_match_the_exact_flow_map():
@@ -73,16 +73,16 @@ def test_reference_distances_match_the_exact_flow_map():
     z = torch.randn(300, 2, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
     exact = sd.gaussian_flow_map(sde, mean, std)(z * sde.prior_std, sde.T, sde.sampling_eps)
     per_sample = (t.samples[("ode_heun", 8)].double() - exact).pow(2).mean(1).sqrt()
-    assert row["ref_rms"] == pytest.approx(float(per_sample.pow(2).mean().sqrt()), abs=1e-6)
-    assert row["ref_median"] == pytest.approx(float(per_sample.median()), abs=1e-6)
-    assert row["ref_median"] > 1e-4  # 8 Heun steps are far from exact: the check is not vacuous
+    assert row.ref_rms == pytest.approx(float(per_sample.pow(2).mean().sqrt()), abs=1e-6)
+    assert row.ref_median == pytest.approx(float(per_sample.median()), abs=1e-6)
+    assert row.ref_median > 1e-4  # 8 Heun steps are far from exact: the check is not vacuous
 
 
 def test_common_random_numbers_make_rows_reproducible(table):
     again = compare("ring", "vp", [("ode_heun", {}), "ddim:eta=1"], [5], n=N)
     for r in again.rows:
-        old = next(o for o in table.rows if (o["solver"], o["steps"]) == (r["solver"], 5))
-        assert r["mmd2"] == old["mmd2"] and r["ref_rms"] == old["ref_rms"]
+        old = next(o for o in table.rows if (o.solver, o.steps) == (r.solver, 5))
+        assert r.metrics["mmd2"] == old.metrics["mmd2"] and r.ref_rms == old.ref_rms
 
 
 def test_bad_names_list_valid_ones():
@@ -94,10 +94,10 @@ def test_bad_names_list_valid_ones():
 
 def test_impossible_configs_are_rows_not_crashes():
     t = compare("ring", "vp", ["ode_euler", "dpm_solver:order=7"], [0, 3], n=200)
-    by = {(r["solver"], r["steps"]): r for r in t.rows}
-    assert "steps" in by[("ode_euler", 0)]["error"]
-    assert by[("ode_euler", 3)]["error"] is None and by[("ode_euler", 3)]["nfe"] == 3
-    assert "order" in by[("dpm_solver(order=7)", 3)]["error"]
+    by = {(r.solver, r.steps): r for r in t.rows}
+    assert "steps" in by[("ode_euler", 0)].error
+    assert by[("ode_euler", 3)].error is None and by[("ode_euler", 3)].nfe == 3
+    assert "order" in by[("dpm_solver(order=7)", 3)].error
     assert "error" in t.to_markdown()
 
 
@@ -105,7 +105,7 @@ def test_sample_options_in_a_spec_keep_the_row_deterministic():
     # time_grid is an option of sample(), not of the solver: the row is still a PF-ODE row.
     t = compare("ring", "vp", ["dpm_solver:time_grid=karras"], [10], n=200)
     (row,) = t.rows
-    assert row["error"] is None and row["deterministic"] is True and row["ref_rms"] is not None
+    assert row.error is None and row.deterministic is True and row.ref_rms is not None
 
 
 def test_table_saves_csv_json_and_markdown(table, tmp_path):
@@ -116,6 +116,20 @@ def test_table_saves_csv_json_and_markdown(table, tmp_path):
     data = json.loads((tmp_path / "t.json").read_text())
     assert len(data["rows"]) == len(table.rows) and "mmd2" in data["noise_floor"]
     assert str(table).startswith("| solver |") and "Noise floor" in str(table)
+
+
+def test_rows_flatten_to_the_json_columns_in_order(table):
+    # the JSON/CSV format: the fields in order, each metric in the place of ``metrics``
+    order = ["solver", "name", "options", "steps", "rtol", "nfe", "seconds", "deterministic"]
+    order += [*table.metrics, "ref_rms", "ref_median", "error"]
+    data = table.to_dict()["rows"]
+    for row, flat in zip(table.rows, data, strict=True):
+        assert list(row.to_dict()) == order and list(flat) == order
+        assert row.value("mmd2") == row.metrics["mmd2"] == flat["mmd2"]
+        assert row.value("nfe") == row.nfe == flat["nfe"]
+    with pytest.raises(KeyError, match="unknown column 'nope'.*'ref_rms'.*'mmd2'"):
+        table.rows[0].value("nope")
+    assert markdown_table(["a", "b"], [["1", "2"]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
 
 
 def test_problems_and_solver_specs():
@@ -193,9 +207,14 @@ def test_mixture_problem_reproduces_the_preset_path(table):
     assert isinstance(prob, Problem) and prob.target == "exact" and prob.event_shape == (2,)
     again = compare(prob, None, ["ode_heun", "ddim:eta=1", "ode_rk45"], [5, 20], n=N, rtols=[1e-4])
     keys = ("nfe", "mmd2", "frechet", "ref_rms", "error")
-    assert [[r[k] for k in keys] for r in again.rows] == [[r[k] for k in keys] for r in table.rows]
+    assert [[r.value(k) for k in keys] for r in again.rows] == [
+        [r.value(k) for k in keys] for r in table.rows
+    ]
     assert again.noise_floor == table.noise_floor and again.meta["problem"] == "ring"
-    assert compare(prob, VPSDE(), ["ode_heun"], [5], n=N).rows[0]["mmd2"] == again.rows[0]["mmd2"]
+    assert (
+        compare(prob, VPSDE(), ["ode_heun"], [5], n=N).rows[0].metrics["mmd2"]
+        == again.rows[0].metrics["mmd2"]
+    )
     with pytest.raises(ValueError, match="sde="):
         compare(prob, "ve", ["ode_heun"], [5], n=N)
     with pytest.raises(ValueError, match="eps="):
@@ -218,14 +237,16 @@ def test_checkpoint_grid_against_data(mlp_checkpoint):
     prob = checkpoint_problem(mlp_checkpoint, "checkerboard")
     assert prob.target == "data" and prob.event_shape == (2,) and isinstance(prob.sde, VPSDE)
     t = compare(prob, solvers=["ode_heun", "ddim:eta=1"], steps=[5, 20], n=300, n_ref=100)
-    rows = {(r["solver"], r["steps"]): r for r in t.rows}
-    assert all(r["error"] is None and r["mmd2"] is not None for r in t.rows)
-    assert rows[("ode_heun", 5)]["nfe"] == 10 and rows[("ddim(eta=1)", 20)]["nfe"] == 20
+    rows = {(r.solver, r.steps): r for r in t.rows}
+    assert all(r.error is None and r.metrics["mmd2"] is not None for r in t.rows)
+    assert rows[("ode_heun", 5)].nfe == 10 and rows[("ddim(eta=1)", 20)].nfe == 20
     # ref_rms: distance to a tight float64 solution of the model's own PF-ODE from the same x_T
-    assert rows[("ode_heun", 20)]["ref_rms"] < rows[("ode_heun", 5)]["ref_rms"] / 4
-    assert rows[("ddim(eta=1)", 5)]["ref_rms"] is None
+    assert rows[("ode_heun", 20)].ref_rms < rows[("ode_heun", 5)].ref_rms / 4
+    assert rows[("ddim(eta=1)", 5)].ref_rms is None
     assert t.noise_floor["mmd2"][1] > 0 and t.noise_floor["frechet"][0] > 0
-    assert rows[("ode_heun", 20)]["frechet"] < 0.5  # a (roughly) trained model: near the data
+    assert (
+        rows[("ode_heun", 20)].metrics["frechet"] < 0.5
+    )  # a (roughly) trained model: near the data
     assert t.meta["target"] == "data" and t.meta["checkpoint"] == str(mlp_checkpoint)
     assert t.meta["data"] == "checkerboard" and "data samples" in t.to_markdown()
 
@@ -272,7 +293,7 @@ def test_image_checkpoint_writes_an_image_panel(tmp_path):
     prob = checkpoint_problem(path.with_suffix(""), "digits")
     assert prob.event_shape == (1, 8, 8)
     t = compare(prob, solvers=["ode_euler"], steps=[3], n=60, n_ref=8, metrics=["mmd2"])
-    assert t.rows[0]["error"] is None and t.rows[0]["nfe"] == 3 and t.meta["dim"] == 64
+    assert t.rows[0].error is None and t.rows[0].nfe == 3 and t.meta["dim"] == 64
     assert t.target.shape == (60, 1, 8, 8) and t.samples[("ode_euler", 3)].shape == (60, 1, 8, 8)
     files = {f.name for f in write_outputs(t, tmp_path / "out")}
     assert "samples.png" in files and "trajectories.png" not in files
@@ -281,7 +302,7 @@ def test_image_checkpoint_writes_an_image_panel(tmp_path):
 
 
 def test_mixture_metrics_are_taken_against_p_eps_and_match_the_metric_functions():
-    from scoresde.compare import mixture_problem, narrow
+    from scoresde.comparison import mixture_problem, narrow
     from scoresde.metrics import mode_weight_tv, width_error
 
     prob = mixture_problem(narrow(), "vp", name="narrow")
@@ -292,14 +313,14 @@ def test_mixture_metrics_are_taken_against_p_eps_and_match_the_metric_functions(
     t = compare(prob, solvers=["dpm_solver"], steps=[30], n=2000, metrics=["mode_tv", "width"])
     (row,) = t.rows
     x = t.samples[("dpm_solver", 30)]
-    assert row["mode_tv"] == mode_weight_tv(x, prob.mixture)
-    assert row["width"] == width_error(x, prob.mixture)
+    assert row.metrics["mode_tv"] == mode_weight_tv(x, prob.mixture)
+    assert row.metrics["width"] == width_error(x, prob.mixture)
     # the floor is the spread of exact sets: positive mean (sampling error), positive spread
     assert all(mu > 0 and sd > 0 for mu, sd in t.noise_floor.values())
 
 
 def test_mixture_metrics_need_a_mixture():
-    from scoresde.compare import _metric_fns
+    from scoresde.comparison.runner import _metric_fns
 
     with pytest.raises(ValueError, match="mode_tv"):
         _metric_fns(["mmd2", "mode_tv"], torch.zeros(10, 2), 0, None)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from scoresde import plots  # noqa: E402
-from scoresde.compare import ComparisonTable, compare, write_outputs  # noqa: E402
+from scoresde.comparison import ComparisonTable, compare, write_outputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def small():
 
 
 def test_a_table_with_only_negative_mmd2_still_gets_its_plot(small, tmp_path):
-    heun = [r for r in small.rows if r["solver"] == "ode_heun"]
-    assert all(r["mmd2"] < 0 for r in heun)  # the case that used to lose its PNG
+    heun = [r for r in small.rows if r.solver == "ode_heun"]
+    assert all(r.metrics["mmd2"] < 0 for r in heun)  # the case that used to lose its PNG
     only_heun = ComparisonTable(heun, small.noise_floor, small.metrics, small.meta)
     files = {f.name for f in write_outputs(only_heun, tmp_path, trajectory=False)}
     assert "error_vs_nfe_mmd2.png" in files and (tmp_path / "error_vs_nfe_mmd2.png").stat().st_size
@@ -43,7 +43,7 @@ def _lines(table, metric: str) -> dict[str, tuple]:
 def test_values_at_or_below_zero_are_drawn_where_they_are(small):
     lines, scale = _lines(small, "mmd2")
     assert scale == "symlog"  # a log axis cannot show MMD^2 <= 0
-    heun = sorted(r["mmd2"] for r in small.rows if r["solver"] == "ode_heun")
+    heun = sorted(r.metrics["mmd2"] for r in small.rows if r.solver == "ode_heun")
     assert sorted(lines["ode_heun"][2]) == heun  # not clamped to an axis edge
 
 
@@ -65,7 +65,7 @@ def test_band_and_star_are_the_same_bound(small):
     assert top == pytest.approx(mean + small.floor_stds * std)
     assert f"mean + {small.floor_stds:g} sd" in band.get_label()
     for r in small.rows:
-        assert small.at_floor(r, "mmd2") == (r["mmd2"] <= top)
+        assert small.at_floor(r, "mmd2") == (r.metrics["mmd2"] <= top)
     assert f"at most {small.floor_stds:g} std" in small.to_markdown()
 
 

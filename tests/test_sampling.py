@@ -908,7 +908,7 @@ def test_defaults_reach_the_floor_on_the_narrow_mixture():
     # (TV) and 50x (width). MMD² is too noisy for a one-draw ratio (n = 4000: exact sets scatter
     # by ~4e-4 and can be negative), so its mean over draws is tested for bias instead: within 3
     # standard errors of the exact sets' mean.
-    from scoresde.compare import narrow
+    from scoresde.comparison import narrow
     from scoresde.metrics import MMD, mode_weight_tv, width_error
 
     data, sde, n, draws = narrow(), sd.VPSDE(), 4000, 6

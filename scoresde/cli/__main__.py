@@ -1,0 +1,7 @@
+"""``python -m scoresde.cli``: the ``scoresde`` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
