@@ -207,7 +207,7 @@ def inpaint(
     if steps is None:
         raise ValueError("inpaint needs steps (an integer >= 1)")
     steps = check_int("steps", steps, 1)
-    grid = dict(
+    sample_options = dict(
         eps=eps,
         time_grid=time_grid or METHOD_TIME_GRIDS[method],
         generator=generator,
@@ -216,7 +216,7 @@ def inpaint(
         progress=progress,
     )
     if method == "smc":
-        return _smc(sde, score_fn, known, mask, steps, grid, **opts)
+        return _smc(sde, score_fn, known, mask, steps, sample_options, **opts)
     denoise = check_bool("denoise", opts.pop("denoise"))
     jump_length, repeats = opts.pop("jump_length", 1), opts.pop("repeats", 1)
     if opts["predictor"] == "none":
@@ -230,7 +230,9 @@ def inpaint(
     hook = Replacement(known, mask, algo, path)
     if algo.corrector is not None:  # Song et al. re-impose the known values after it too
         algo.corrector = _ReplaceAfter(algo.corrector, hook)
-    res = sample(sde, score_fn, known.shape, algo, steps, denoise=denoise, step_hook=hook, **grid)
+    res = sample(
+        sde, score_fn, known.shape, algo, steps, denoise=denoise, step_hook=hook, **sample_options
+    )
     down = sum(b > a for a, b in zip(path[:-1], path[1:], strict=True))
     stats = {"down_steps": down, "up_steps": len(path) - 1 - down}
     x = torch.where(mask, known, res.samples)
@@ -329,17 +331,23 @@ class _ReplaceAfter:
 
 
 def _smc(
-    sde: SDE, score_fn: ScoreFn, known: Tensor, mask: Tensor, steps: int, grid: dict, **opts
+    sde: SDE,
+    score_fn: ScoreFn,
+    known: Tensor,
+    mask: Tensor,
+    steps: int,
+    sample_options: dict,
+    **opts,
 ) -> InpaintResult:
     """Run ``TwistedSMC`` through ``sample`` and draw one particle per row by its weight."""
     algo = TwistedSMC(known, mask, **opts)
     b, k, event, dev = known.shape[0], algo.k, known.shape[1:], known.device
-    res = sample(sde, score_fn, (b * k, *event), algo, steps, **grid)
+    res = sample(sde, score_fn, (b * k, *event), algo, steps, **sample_options)
     st = res.stats["smc"]
     log_w = st.log_w
     log_z = st.log_z + torch.logsumexp(log_w, 1) - math.log(k)
     weights = torch.softmax(log_w, 1)
-    generator = grid["generator"]
+    generator = sample_options["generator"]
     g_dev = generator.device if generator is not None else dev
     pick = torch.multinomial(weights.to(g_dev), 1, generator=generator).to(dev)[:, 0]
     parts = res.samples.reshape(b, k, *event)

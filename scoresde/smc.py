@@ -17,7 +17,7 @@ from torch import Tensor
 from .solvers.base import Context, Solver
 from .validation import check_int, check_real
 
-__all__ = ["TwistedSMC", "systematic_resample"]
+__all__ = ["TwistedSMC", "Particles", "systematic_resample"]
 
 
 def systematic_resample(weights: Tensor, generator: torch.Generator | None) -> Tensor:

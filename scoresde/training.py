@@ -407,12 +407,8 @@ class Trainer:
             raise ValueError(f"{file}: step must be an integer >= 0, got {step!r}")
         load_state_strict(self.model, tensors, "model.", f"{file}: the model weights")
         load_state_strict(self.ema, tensors, "ema.", f"{file}: the EMA weights")
-        self.optimizer.load_state_dict(
-            {
-                **self.optimizer.state_dict(),
-                "state": adam_state(file, tensors, list(self.model.parameters()), step),
-            }
-        )
+        adam = adam_state(file, tensors, list(self.model.parameters()), step)
+        self.optimizer.load_state_dict({**self.optimizer.state_dict(), "state": adam})
         self.step = step
 
     def close(self) -> None:
