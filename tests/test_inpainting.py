@@ -29,25 +29,32 @@ def test_repaint_schedule_traverses_every_segment_repeats_times():
     assert repaint_schedule(7, 3, 1) == list(range(8))
 
 
-@pytest.mark.parametrize("method", INPAINT_METHODS)
-def test_inpaint_keeps_known_exactly_and_counts_nfe(method):
-    sde, data = SDES["vp"], eight_d()
-    known = data.sample(6, torch.Generator().manual_seed(0))
-    mask = torch.tensor([True, False] * 4)
-    options = {"smc": {"particles": 3}, "repaint": {"jump_length": 2, "repeats": 2}}
+def inpaint_eight_d(method: str, steps: int, particles: int, device: str = "cpu"):
+    """Six rows of ``eight_d`` with every other coordinate known, inpainted by ``method``; the
+    known coordinates must come back exactly and every sample must be finite."""
+    sde, data = SDES["vp"], eight_d().to(device=device)
+    known = data.sample(6, torch.Generator(device=device).manual_seed(0))
+    mask = torch.tensor([True, False] * 4, device=device)
+    options = {"smc": {"particles": particles}, "repaint": {"jump_length": 2, "repeats": 2}}
     res = inpaint(
         sde,
         sd.exact_score(sde, data),
         known,
         mask,
         method,
-        steps=8,
-        generator=torch.Generator().manual_seed(1),
+        steps=steps,
+        generator=torch.Generator(device=device).manual_seed(1),
         **options.get(method, {}),
     )
-    assert res.samples.shape == known.shape and res.samples.dtype == F64
     assert torch.equal(res.samples[:, mask], known[:, mask])
     assert torch.isfinite(res.samples).all()
+    return known, res
+
+
+@pytest.mark.parametrize("method", INPAINT_METHODS)
+def test_inpaint_keeps_known_exactly_and_counts_nfe(method):
+    known, res = inpaint_eight_d(method, steps=8, particles=3)
+    assert res.samples.shape == known.shape and res.samples.dtype == F64
     path = repaint_schedule(8, 2, 2)
     expected_nfe = {
         "replacement": 2 * 8,  # one Langevin corrector + one predictor step per interval
@@ -263,20 +270,5 @@ def test_mask_from_spec_halves():
 @pytest.mark.parametrize("method", INPAINT_METHODS)
 def test_inpaint_runs_on_cuda_with_a_cuda_generator(method):
     # Every draw (noise, RePaint's re-noising, SMC's resampling) must happen on the data's device.
-    sde, data = SDES["vp"], eight_d().to(device="cuda")
-    known = data.sample(6, torch.Generator(device="cuda").manual_seed(0))
-    mask = torch.tensor([True, False] * 4, device="cuda")
-    options = {"smc": {"particles": 4}, "repaint": {"jump_length": 2, "repeats": 2}}
-    res = inpaint(
-        sde,
-        sd.exact_score(sde, data),
-        known,
-        mask,
-        method,
-        steps=20,
-        generator=torch.Generator(device="cuda").manual_seed(1),
-        **options.get(method, {}),
-    )
+    _, res = inpaint_eight_d(method, steps=20, particles=4, device="cuda")
     assert res.samples.device.type == "cuda"
-    assert torch.equal(res.samples[:, mask], known[:, mask])
-    assert torch.isfinite(res.samples).all()
