@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import problems as P  # noqa: E402
 
 import scoresde as sd  # noqa: E402
-from scoresde.guidance import inpaint  # noqa: E402
+from scoresde.inpainting import inpaint  # noqa: E402
 from scoresde.metrics import MMD  # noqa: E402
 
 F64 = torch.float64

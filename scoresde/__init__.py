@@ -2,19 +2,16 @@
 
 from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
 from .guidance import (
-    INPAINT_METHODS,
-    InpaintResult,
-    NoisyClassifier,
     cfg_score_fn,
     classifier_free_guidance,
     classifier_guidance,
     classifier_log_prob,
-    inpaint,
-    train_classifier,
 )
+from .inpainting import INPAINT_METHODS, InpaintResult, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .losses import ddpm_loss, dsm_loss
 from .model import ScoreModel
+from .nets.classifier import NoisyClassifier
 from .oracle import (
     ClassConditionalMixture,
     GaussianMixture,
@@ -37,6 +34,7 @@ from .sampling import (
 )
 from .sde import SDE, VESDE, VPSDE, CosineSchedule, LinearSchedule, ReverseSDE, SubVPSDE
 from .solvers.torchsde import to_torchsde
+from .training import train_classifier
 
 __version__ = "0.1.0"
 

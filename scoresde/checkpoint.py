@@ -29,6 +29,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
+from .model import ScoreModel
+from .nets import NETWORKS
+from .sde import sde_from_config
+
 FORMAT = "scoresde-checkpoint"
 VERSION = 2  # 1: config also in a NAME.json sidecar, no checksum
 META_KEY = "scoresde"
@@ -186,3 +190,64 @@ def load_state_strict(
             f"{unexpected[:5]}, wrong shape {bad[:5]}"
         )
     module.load_state_dict(state, strict=True)
+
+
+def adam_state(
+    file: Path, tensors: dict[str, torch.Tensor], params: list[torch.nn.Parameter], step: int
+) -> dict[int, dict[str, torch.Tensor]]:
+    """Adam's state stored as ``optim.{i}.{name}`` in a checkpoint, checked against ``params``:
+    after ``step`` > 0 steps every trained parameter has Adam's three entries, and each
+    counts ``step`` steps (so an edited ``step`` cannot resume elsewhere)."""
+    trained = {i: p for i, p in enumerate(params) if p.requires_grad and step}
+    names = ("exp_avg", "exp_avg_sq", "step")
+    want = {f"optim.{i}.{n}" for i in trained for n in names}
+    have = {k for k in tensors if k.startswith("optim.")}
+    if want != have:
+        raise ValueError(
+            f"{file}: optimiser state does not match the network after {step} steps: "
+            f"missing {sorted(want - have)[:5]}, unexpected {sorted(have - want)[:5]}"
+        )
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for i, p in trained.items():
+        entry = {n: tensors[f"optim.{i}.{n}"] for n in names}
+        for n in ("exp_avg", "exp_avg_sq"):
+            if entry[n].shape != p.shape:
+                raise ValueError(
+                    f"{file}: optim.{i}.{n} has shape {tuple(entry[n].shape)}, "
+                    f"its parameter {tuple(p.shape)}"
+                )
+        if entry["step"].numel() != 1 or float(entry["step"]) != step:
+            raise ValueError(
+                f"{file}: the config says step {step} but the optimiser state optim.{i}.step "
+                f"counts {entry['step'].tolist()} steps"
+            )
+        state[i] = entry
+    return state
+
+
+def event_shape(meta: dict) -> tuple[int, ...]:
+    """The shape of one sample of a checkpoint's model, from its JSON config (``load_model``)."""
+    cfg = meta["net"]["config"]
+    if meta["net"]["class"] == "UNet":
+        return (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
+    return (cfg["dim"],)
+
+
+def load_model(path: str | Path, ema: bool = True, device=None) -> tuple[ScoreModel, dict]:
+    """Rebuild the ScoreModel of a checkpoint (EMA weights by default) and return it with its meta.
+
+    The network class must be one of ``scoresde.nets.NETWORKS``; nothing is unpickled.
+    """
+    file = checkpoint_file(path)
+    tensors, meta = load_checkpoint(file, device)
+    try:
+        cls_name = meta["net"]["class"]
+        if cls_name not in NETWORKS:
+            raise ValueError(f"unknown network class {cls_name!r}; known: {sorted(NETWORKS)}")
+        net = NETWORKS[cls_name](**meta["net"]["config"])
+        model = ScoreModel(net, sde_from_config(meta["sde"]), meta["parameterization"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{file}: cannot rebuild the model from its config: {err!r}") from None
+    prefix = "ema." if ema else "model."
+    load_state_strict(model, tensors, prefix, f"{file}: the {prefix[:-1]} weights")
+    return model.to(device) if device is not None else model, meta

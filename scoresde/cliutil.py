@@ -8,8 +8,12 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
+import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 #: Said wherever a long run starts: on a 2-core machine shared with other jobs, torch's default
@@ -157,3 +161,35 @@ def load_checkpoint_model(path: str, **kwargs):
     except Exception as err:  # a truncated or foreign file: safetensors' own errors
         message = " ".join(str(err).split())
         raise ValueError(f"cannot read checkpoint {path}: {type(err).__name__}: {message}") from err
+
+
+def mask_from_spec(spec: str, event_shape: Sequence[int]) -> Tensor:
+    """A bool mask (True = known) of ``event_shape`` from a CLI spec.
+
+    "top" / "bottom" / "left" / "right": that half of an image (the last two dims) is known;
+    a path to a ``.npy`` file: a 0/1 or bool array of ``event_shape``.
+    """
+    event_shape = tuple(event_shape)
+    halves = ("top", "bottom", "left", "right")
+    if spec in halves:
+        if len(event_shape) < 2:
+            raise ValueError(f"mask {spec!r} needs image data (..., H, W), got {event_shape}")
+        h, w = event_shape[-2:]
+        rows = torch.arange(h).reshape(h, 1).expand(h, w)
+        cols = torch.arange(w).reshape(1, w).expand(h, w)
+        half = {
+            "top": rows < h // 2,
+            "bottom": rows >= h // 2,
+            "left": cols < w // 2,
+            "right": cols >= w // 2,
+        }[spec]
+        return half.expand(event_shape).clone()
+    path = Path(spec)
+    if path.suffix != ".npy" or not path.exists():
+        raise ValueError(
+            f"inpaint mask must be one of {halves} or an existing .npy file, got {spec!r}"
+        )
+    arr = torch.from_numpy(np.load(path, allow_pickle=False))
+    if tuple(arr.shape) != event_shape:
+        raise ValueError(f"mask file {spec} has shape {tuple(arr.shape)}, expected {event_shape}")
+    return arr != 0

@@ -95,6 +95,24 @@ class SampleResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+class StepHook:
+    """Changes the state between the steps of a fixed-step solver: ``sample(step_hook=...)``.
+
+    ``start`` gets x_T and returns the state the solver starts from; ``__call__`` gets the state
+    after step i (t0 -> t1) and returns the state the next step starts from. Both see the solve's
+    ``Context``: score calls through ``ctx.score`` count in ``nfe`` and ``ctx.noise()`` draws from
+    the same source, in order. A hook is an object, so it can carry state from step to step, and
+    it runs inside the loop: it must not sync with the host (no ``.item()``, no Python branch on
+    tensor values). The inpainters (``inpainting.py``) are built on it.
+    """
+
+    def start(self, ctx: Context, x: Tensor, ts: Tensor) -> Tensor:
+        return x
+
+    def __call__(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor) -> Tensor:
+        return x
+
+
 def make_solver(solver: str | Solver, **options) -> Solver:
     """A solver object from its name and keyword options (unknown names/options are errors)."""
     if isinstance(solver, Solver):
@@ -194,6 +212,7 @@ def sample(
     progress: bool = False,
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
     return_trajectory: bool = False,
+    step_hook: StepHook | None = None,
     **solver_options,
 ) -> SampleResult:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE from T to eps.
@@ -229,6 +248,10 @@ def sample(
         does not depend on its batch.
     callback
         Called as ``callback(i, t, x)`` after each grid step.
+    step_hook
+        A ``StepHook`` that changes the state after x_T is drawn and after each step (fixed-step
+        solvers only), before the non-finite check and ``callback``: e.g. re-imposing known
+        coordinates (``inpaint``).
     **solver_options
         Passed to the solver (e.g. ``order=3``, ``snr=0.16``, ``rtol=1e-6``).
 
@@ -258,6 +281,10 @@ def sample(
     return_trajectory = check_bool("return_trajectory", return_trajectory)
     if callback is not None:
         check_callable("callback", callback)
+    if step_hook is not None:
+        check_instance("step_hook", step_hook, StepHook)
+        if not algo.fixed_grid:
+            raise ValueError(f"step_hook needs a fixed-step solver; {algo.name!r} is adaptive")
     if time_grid is not None and not isinstance(time_grid, str | Tensor):
         raise TypeError(f"time_grid must be a name in {TIME_GRIDS} or a tensor, got {time_grid!r}")
     if x_T is not None:
@@ -301,10 +328,12 @@ def sample(
         x = x_T.to(device=device, dtype=dtype)
     score = CountingScore(score_fn)
     ctx = Context(sde, score, noise, steps or 0)
+    if step_hook is not None:
+        x = step_hook.start(ctx, x, ts)
 
     trajectory = [x] if return_trajectory else None
     if algo.fixed_grid:
-        x = _run_fixed(algo, ctx, x, ts, progress, callback, trajectory)
+        x = _run_fixed(algo, ctx, x, ts, progress, callback, trajectory, step_hook)
     else:
         x = algo.integrate(ctx, x, ts[0], ts[-1])
         _raise_if_nonfinite(x, None, ts[-1])
@@ -322,7 +351,7 @@ def sample(
     )
 
 
-def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory) -> Tensor:
+def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory, step_hook) -> Tensor:
     state = algo.init(ctx, x, ts)
     # max |x| after each step, kept on the device (NaN and inf propagate through the max): the
     # first non-finite step is found with one host sync at the end, none per step.
@@ -332,6 +361,8 @@ def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory) -> Tensor:
     )
     for i in tqdm(range(ctx.steps), disable=not progress, desc=algo.name, leave=False):
         x, state = algo.step(ctx, i, ts[i], ts[i + 1], x, state)
+        if step_hook is not None:
+            x = step_hook(ctx, i, ts[i], ts[i + 1], x)
         max_abs[i] = torch.linalg.vector_norm(x, float("inf"))
         if callback is not None:
             callback(i, ts[i + 1], x)

@@ -23,15 +23,27 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_file, load_checkpoint, load_state_strict, save_checkpoint
-from .losses import TIME_SAMPLING, WEIGHTINGS, dsm_loss
+from .checkpoint import (  # event_shape, load_model: importable from here as before
+    adam_state,
+    checkpoint_file,
+    event_shape,  # noqa: F401
+    load_checkpoint,
+    load_model,  # noqa: F401
+    load_state_strict,
+    save_checkpoint,
+)
+from .losses import TIME_SAMPLING, TRAIN_EPS, WEIGHTINGS, dsm_loss, sample_times
 from .model import ScoreModel
+from .nets.classifier import NoisyClassifier
 from .nets.embeddings import check_int
-from .sde import sde_from_config
+from .oracle import _check_label_values
+from .sde import SDE, batch_coeff
 from .solvers.base import NonFiniteError, check_choice
+from .validation import check_generator, check_instance, check_positive, check_real, check_tensor
+from .validation import check_int as check_int_strict
 
 
 @dataclass
@@ -395,40 +407,9 @@ class Trainer:
             raise ValueError(f"{file}: step must be an integer >= 0, got {step!r}")
         load_state_strict(self.model, tensors, "model.", f"{file}: the model weights")
         load_state_strict(self.ema, tensors, "ema.", f"{file}: the EMA weights")
-        self.optimizer.load_state_dict(
-            {**self.optimizer.state_dict(), "state": self._adam_state(file, tensors, step)}
-        )
+        adam = adam_state(file, tensors, list(self.model.parameters()), step)
+        self.optimizer.load_state_dict({**self.optimizer.state_dict(), "state": adam})
         self.step = step
-
-    def _adam_state(self, file: Path, tensors: dict[str, Tensor], step: int) -> dict:
-        """The optimiser state stored as ``optim.{i}.{name}``, checked against the parameters:
-        after ``step`` > 0 steps every trained parameter has Adam's three entries, and each
-        counts ``step`` steps (so an edited ``step`` cannot resume elsewhere)."""
-        trained = {i: p for i, p in enumerate(self.model.parameters()) if p.requires_grad and step}
-        names = ("exp_avg", "exp_avg_sq", "step")
-        want = {f"optim.{i}.{n}" for i in trained for n in names}
-        have = {k for k in tensors if k.startswith("optim.")}
-        if want != have:
-            raise ValueError(
-                f"{file}: optimiser state does not match the network after {step} steps: "
-                f"missing {sorted(want - have)[:5]}, unexpected {sorted(have - want)[:5]}"
-            )
-        state: dict[int, dict[str, Tensor]] = {}
-        for i, p in trained.items():
-            entry = {n: tensors[f"optim.{i}.{n}"] for n in names}
-            for n in ("exp_avg", "exp_avg_sq"):
-                if entry[n].shape != p.shape:
-                    raise ValueError(
-                        f"{file}: optim.{i}.{n} has shape {tuple(entry[n].shape)}, "
-                        f"its parameter {tuple(p.shape)}"
-                    )
-            if entry["step"].numel() != 1 or float(entry["step"]) != step:
-                raise ValueError(
-                    f"{file}: the config says step {step} but the optimiser state optim.{i}.step "
-                    f"counts {entry['step'].tolist()} steps"
-                )
-            state[i] = entry
-        return state
 
     def close(self) -> None:
         """Release the DDP wrapper, and the process group if this Trainer initialised it.
@@ -451,38 +432,58 @@ class Trainer:
         self.close()
 
 
-def event_shape(meta: dict) -> tuple[int, ...]:
-    """The shape of one sample of a checkpoint's model, from its JSON config (``load_model``)."""
-    cfg = meta["net"]["config"]
-    if meta["net"]["class"] == "UNet":
-        return (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
-    return (cfg["dim"],)
-
-
-def load_model(path: str | Path, ema: bool = True, device=None) -> tuple[ScoreModel, dict]:
-    """Rebuild the ScoreModel of a checkpoint (EMA weights by default) and return it with its meta.
-
-    The network class must be one of ``scoresde.nets.NETWORKS``; nothing is unpickled.
-    """
-    from .nets import NETWORKS
-
-    file = checkpoint_file(path)
-    tensors, meta = load_checkpoint(file, device)
-    try:
-        cls_name = meta["net"]["class"]
-        if cls_name not in NETWORKS:
-            raise ValueError(f"unknown network class {cls_name!r}; known: {sorted(NETWORKS)}")
-        net = NETWORKS[cls_name](**meta["net"]["config"])
-        model = ScoreModel(net, sde_from_config(meta["sde"]), meta["parameterization"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{file}: cannot rebuild the model from its config: {err!r}") from None
-    prefix = "ema." if ema else "model."
-    load_state_strict(model, tensors, prefix, f"{file}: the {prefix[:-1]} weights")
-    return model.to(device) if device is not None else model, meta
-
-
 def train_config_from(meta: dict) -> TrainConfig:
     """The ``TrainConfig`` a checkpoint was trained with (its JSON ``meta["train"]``), to resume
     a run in Python with the same settings; keys this version does not know are ignored."""
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in meta["train"].items() if k in names})
+
+
+def train_classifier(
+    sde: SDE,
+    classifier: NoisyClassifier,
+    data: Tensor,
+    labels: Tensor,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    eps: float = TRAIN_EPS,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """Train ``classifier`` by cross-entropy on perturbed data; returns the per-step losses.
+
+    Each step draws a batch (x_0, y), t ~ U(eps, T) and x_t = alpha_t x_0 + sigma_t z from the
+    same SDE the score model uses, and minimises -log p_phi(y | x_t, t) with Adam (Dhariwal &
+    Nichol 2021, Sec. 4: a classifier on noisy images). Runs on ``data``'s device.
+    """
+    check_instance("sde", sde, SDE)
+    check_tensor("data", data, min_dim=2)
+    check_tensor("labels", labels, floating=False)
+    check_int_strict("steps", steps, 1)  # floats are TypeErrors here, as in the guidance API
+    check_int_strict("batch_size", batch_size, 1)
+    check_positive("lr", lr)
+    check_real("eps", eps, 0.0, sde.T, lo_open=True, hi_open=True)
+    check_generator("generator", generator)
+    if labels.shape != (data.shape[0],):
+        raise ValueError(f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}")
+    _check_label_values(labels, classifier.num_classes)
+    dev = data.device
+    g_dev = generator.device if generator is not None else dev
+    opt = torch.optim.Adam(classifier.parameters(), lr=lr)
+    classifier.train()
+    losses = []
+    for _ in tqdm(range(steps), disable=not progress, desc="classifier", leave=False):
+        idx = torch.randint(data.shape[0], (batch_size,), generator=generator, device=g_dev)
+        x0, y = data[idx.to(dev)], labels[idx.to(dev)].to(dev)
+        t = sample_times(batch_size, sde.T, eps, generator=generator, device=dev)
+        z = torch.randn(x0.shape, generator=generator, device=g_dev, dtype=x0.dtype).to(dev)
+        alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
+        x_t = batch_coeff(alpha, x0) * x0 + batch_coeff(sigma, x0) * z
+        loss = nn.functional.cross_entropy(classifier(x_t, t.to(x0.dtype)), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    classifier.eval()
+    return [float(v) for v in torch.stack(losses)]

@@ -32,8 +32,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import scoresde.cli as cli  # noqa: E402
+from scoresde.cliutil import mask_from_spec  # noqa: E402
 from scoresde.data import digits  # noqa: E402
-from scoresde.guidance import cfg_score_fn, inpaint, mask_from_spec  # noqa: E402
+from scoresde.guidance import cfg_score_fn  # noqa: E402
+from scoresde.inpainting import inpaint  # noqa: E402
 from scoresde.plots import image_grid  # noqa: E402
 from scoresde.sampling import sample  # noqa: E402
 from scoresde.training import load_model  # noqa: E402

@@ -124,6 +124,11 @@ def other_entries() -> dict[str, Callable[[], object]]:
     out["guidance"] = _guidance
     for method in sd.INPAINT_METHODS:
         out[f"inpaint/{method}"] = lambda method=method: _inpaint(method)
+    for name in INPAINT_CASES:
+        for dtype in (torch.float64, torch.float32):
+            key = f"inpaint_opts/{name}/{str(dtype)[6:]}"
+            out[key] = lambda name=name, dtype=dtype: _inpaint_options(name, dtype)
+    out["classifier"] = _classifier
     out["compare"] = _compare
     out["train"] = _train
     return out
@@ -178,6 +183,61 @@ def _inpaint(method: str):
     return r.samples, r.nfe, r.log_evidence, r.weights
 
 
+#: inpaint beyond its defaults: RePaint's jumps (down to the last grid index) with and without a
+#: corrector, ancestral's noiseless last step, denoise, the ald corrector, VE, a per-row mask,
+#: smc with forced resampling and a twist floor.
+INPAINT_CASES = {
+    "repaint_j2_r3": ("vp", "repaint", dict(jump_length=2, repeats=3)),
+    "repaint_langevin": (
+        "subvp",
+        "repaint",
+        dict(jump_length=3, repeats=2, corrector="langevin", denoise=True),
+    ),
+    "replacement_ancestral_ald": (
+        "vp",
+        "replacement",
+        dict(predictor="ancestral", corrector="ald", corrector_steps=2, denoise=True),
+    ),
+    "replacement_ve_em_rowmask": ("ve", "replacement", dict(predictor="euler_maruyama")),
+    "smc_ve_resample": ("ve", "smc", dict(particles=5, ess_threshold=1.0, twist_var_floor=0.01)),
+    "smc_vp_quadratic": ("vp", "smc", dict(particles=3, ess_threshold=0.7)),
+}
+
+
+def _inpaint_options(name: str, dtype: torch.dtype):
+    sde_name, method, options = INPAINT_CASES[name]
+    sde = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(0.01, 20.0)}[sde_name]
+    mix = _mixture(4)
+    score = sd.exact_score(sde, mix)
+    known = mix.sample(3, generator=torch.Generator().manual_seed(1)).to(dtype)
+    mask = torch.tensor([True, False, True, False])
+    if "rowmask" in name:
+        mask = torch.rand(3, 4, generator=torch.Generator().manual_seed(5)) < 0.5
+    grid = "quadratic" if "quadratic" in name else None
+    r = sd.inpaint(sde, score, known, mask, method=method, steps=7, time_grid=grid,
+                   generator=torch.Generator().manual_seed(2), **options)  # fmt: skip
+    return r.samples, r.nfe, r.times, r.log_evidence, r.weights, r.ess, r.resampled, r.stats
+
+
+def _classifier():
+    sde = sd.VPSDE()
+    torch.manual_seed(0)
+    clf = sd.NoisyClassifier(2, 2, hidden=16, depth=1)
+    data = _mixture().sample(64, generator=torch.Generator().manual_seed(3)).float()
+    labels = (data[:, 0] > 0).long()
+    g = torch.Generator().manual_seed(4)
+    losses = sd.train_classifier(sde, clf, data, labels, steps=5, batch_size=16, generator=g)
+    log_p = sd.classifier_log_prob(clf, 1)
+    guided = sd.classifier_guidance(lambda x, t: -x, log_p, 2.0)
+    t = torch.full((8,), 0.3)
+    return [
+        losses,
+        *(p.detach() for p in clf.parameters()),
+        log_p(data[:8], t),
+        guided(data[:8], t),
+    ]
+
+
 def _compare():
     table = sd.compare("ring", "vp", ["ode_heun", "dpm_solver", "pc"], [3, 5], n=200, seed=0)
     # the rows as the dicts of the JSON output, less the wall time
@@ -229,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.check) as f:
             old = json.load(f)
         keys = sorted(set(old) | set(now)) if not args.only else sorted(now)
-        diff = [k for k in keys if old.get(k) != now.get(k)]
+        new = [k for k in keys if k not in old]  # entries added after the baseline was taken
+        diff = [k for k in keys if k in old and old[k] != now.get(k)]
         for k in diff:
             print(f"DIFFERS {k}: {old.get(k)} -> {now.get(k)}")
-        print(f"{len(keys) - len(diff)} identical, {len(diff)} differ")
+        print(f"{len(keys) - len(diff) - len(new)} identical, {len(diff)} differ, {len(new)} new")
         return 1 if diff else 0
     return 0
 

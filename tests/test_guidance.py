@@ -1,12 +1,11 @@
-"""Guidance and inpainting (scoresde/guidance.py) and the conditional oracles (scoresde/oracle.py)
-against closed forms: Bayes' rule on Gaussian mixtures, exact conditional scores, exact
-conditional samples. Every statistical check compares with the spread of the same statistic
-between independent exact sample sets (the noise band), or with a binomial standard error.
+"""Guidance (scoresde/guidance.py, nets/classifier.py, training.train_classifier) and the
+conditional oracles (scoresde/oracle.py) against closed forms: Bayes' rule on Gaussian mixtures,
+exact conditional scores, exact conditional samples. Every statistical check compares with the
+spread of the same statistic between independent exact sample sets (the noise band), or with a
+binomial standard error.
 """
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -14,20 +13,15 @@ from torch.testing import assert_close
 
 import scoresde as sd
 from scoresde.guidance import (
-    INPAINT_METHODS,
-    NoisyClassifier,
     cfg_score_fn,
     classifier_free_guidance,
     classifier_guidance,
     classifier_log_prob,
-    inpaint,
-    mask_from_spec,
-    repaint_schedule,
-    train_classifier,
 )
 from scoresde.metrics import MMD
-from scoresde.nets import ResidualMLP, UNet
+from scoresde.nets import NoisyClassifier, ResidualMLP, UNet
 from scoresde.oracle import ClassConditionalMixture, exact_class_score, exact_classifier
+from scoresde.training import train_classifier
 
 F64 = torch.float64
 
@@ -307,154 +301,6 @@ def test_noisy_classifier_learns_the_classes_and_guides():
 
 
 # ----------------------------------------------------------------------------------------------
-# Inpainting
-
-
-def test_repaint_schedule_traverses_every_segment_repeats_times():
-    path = repaint_schedule(20, 5, 3)
-    assert path[0] == 0 and path[-1] == 20
-    assert all(abs(b - a) == 1 for a, b in zip(path[:-1], path[1:], strict=True))
-    down = [a for a, b in zip(path[:-1], path[1:], strict=True) if b == a + 1]
-    counts = torch.bincount(torch.tensor(down), minlength=20)
-    # RePaint's get_schedule_jump: the first segment (next to T) once, the others `repeats` times.
-    assert counts[:5].tolist() == [1] * 5 and counts[5:].tolist() == [3] * 15
-    assert repaint_schedule(7, 3, 1) == list(range(8))
-
-
-@pytest.mark.parametrize("method", INPAINT_METHODS)
-def test_inpaint_keeps_known_exactly_and_counts_nfe(method):
-    sde, data = SDES["vp"], eight_d()
-    known = data.sample(6, torch.Generator().manual_seed(0))
-    mask = torch.tensor([True, False] * 4)
-    options = {"smc": {"particles": 3}, "repaint": {"jump_length": 2, "repeats": 2}}
-    res = inpaint(
-        sde,
-        sd.exact_score(sde, data),
-        known,
-        mask,
-        method,
-        steps=8,
-        generator=torch.Generator().manual_seed(1),
-        **options.get(method, {}),
-    )
-    assert res.samples.shape == known.shape and res.samples.dtype == F64
-    assert torch.equal(res.samples[:, mask], known[:, mask])
-    assert torch.isfinite(res.samples).all()
-    path = repaint_schedule(8, 2, 2)
-    expected_nfe = {
-        "replacement": 2 * 8,  # one Langevin corrector + one predictor step per interval
-        "repaint": sum(b == a + 1 for a, b in zip(path[:-1], path[1:], strict=True)),  # 14
-        "smc": 8,  # one score call (and one VJP) per grid time T .. t_{N-1}
-    }[method]
-    assert res.nfe == expected_nfe
-    if method == "smc":
-        assert res.weights.shape == (6, 3) and res.particles.shape == (6, 3, 8)
-        assert_close(res.weights.sum(1), torch.ones(6, dtype=F64))
-        assert torch.all((res.final_ess >= 1 - 1e-9) & (res.final_ess <= 3 + 1e-9))
-        assert res.ess.shape == (8, 6) and res.resampled.shape == (8, 6)
-
-
-def test_inpaint_denoise_costs_one_evaluation_and_keeps_known():
-    sde, data = SDES["vp"], eight_d()
-    known = data.sample(4, torch.Generator().manual_seed(0))
-    mask = torch.tensor([True] * 4 + [False] * 4)
-    score = sd.exact_score(sde, data)
-    res = inpaint(sde, score, known, mask, steps=5, corrector="none", denoise=True)
-    assert res.nfe == 6 and torch.equal(res.samples[:, :4], known[:, :4])
-
-
-def test_inpaint_is_seeded_and_works_in_float32_under_no_grad():
-    sde, data = SDES["vp"], eight_d()
-    known = data.sample(4, torch.Generator().manual_seed(0)).float()
-    mask = torch.tensor([True] * 4 + [False] * 4)
-    score = sd.exact_score(sde, data.to(dtype=torch.float32))
-    known[:, 4:] = float("nan")  # unknown entries are never read (missing data)
-    for method in INPAINT_METHODS:
-        with torch.no_grad():
-            a, b = (
-                inpaint(
-                    sde, score, known, mask, method, 6, generator=torch.Generator().manual_seed(3)
-                )
-                for _ in range(2)
-            )
-        assert a.samples.dtype == torch.float32 and torch.equal(a.samples, b.samples)
-        assert torch.isfinite(a.samples).all() and torch.equal(a.samples[:, :4], known[:, :4])
-
-
-def test_smc_with_one_particle_has_unit_weights():
-    sde, data = SDES["vp"], eight_d()
-    known = data.sample(3, torch.Generator().manual_seed(0))
-    res = inpaint(
-        sde,
-        sd.exact_score(sde, data),
-        known,
-        torch.tensor([True] * 4 + [False] * 4),
-        "smc",
-        5,
-        particles=1,
-    )
-    assert torch.equal(res.weights, torch.ones(3, 1, dtype=F64))
-
-
-def bimodal() -> sd.GaussianMixture:
-    """2-D: blobs at (-1, -2) (weight 0.8) and (1, 2) (weight 0.2), stds (1, 0.6). Given x_1 = 0
-    both are equally likely, so p(x_2 > 0 | x_1 = 0) = 0.2 up to the blobs' tails (3e-4). x_1 = 0
-    is one std from both centres, where N(0; +-1, s^2) is stationary in s: the evidence does not
-    feel, to first order, the slight under-dispersion of a 100-step sampler."""
-    return gm([[-1.0, -2.0], [1.0, 2.0]], [[1.0, 0.6], [1.0, 0.6]], weights=[0.8, 0.2])
-
-
-def test_smc_samples_the_exact_conditional_and_estimates_the_evidence():
-    # Twisted SMC is asymptotically exact: with 32 particles and the exact score the fraction of
-    # samples in the minor mode and the mean of the evidence estimate must match the closed form
-    # within their standard errors (plus the O(1/K) bias of SMC, which is small here).
-    sde, data, n = SDES["vp"], bimodal(), 600
-    known = torch.zeros(n, 2, dtype=F64)
-    mask = torch.tensor([True, False])
-    cond = data.condition(known[:1], mask)
-    exact_draws = data.condition(known, mask).sample(torch.Generator().manual_seed(9))
-    p_exact = float((exact_draws[:, 1] > 0).double().mean())
-    p_minor = float(cond.log_weights[0, 1].exp())  # 0.2: equal likelihoods, prior weights
-    assert abs(p_minor - 0.2) < 1e-12
-    res = inpaint(
-        sde,
-        sd.exact_score(sde, data),
-        known,
-        mask,
-        "smc",
-        steps=100,
-        particles=32,
-        generator=torch.Generator().manual_seed(0),
-    )
-    frac = float((res.samples[:, 1] > 0).double().mean())
-    se = math.sqrt(p_minor * (1 - p_minor) / n)
-    assert abs(frac - p_minor) < 4 * se, (frac, p_minor, p_exact)
-    # Evidence: E[Z_hat] = p(x_known); the estimates' mean against the exact value.
-    z = res.log_evidence.exp()
-    z_exact = float(cond.log_evidence.exp())
-    assert abs(float(z.mean()) - z_exact) < 4 * float(z.std()) / math.sqrt(n) + 0.02 * z_exact
-
-
-def test_replacement_is_biased_even_with_the_exact_score():
-    # The teaching point of docs/guidance.md: replacing the known coordinates by a forward-diffused
-    # copy does not sample p(x_missing | x_known). Here it puts ~35-40 % of the samples in the
-    # mode that has 20 % of the conditional mass, far outside the binomial error (1.6 %).
-    sde, data, n = SDES["vp"], bimodal(), 600
-    known, mask = torch.zeros(n, 2, dtype=F64), torch.tensor([True, False])
-    res = inpaint(
-        sde,
-        sd.exact_score(sde, data),
-        known,
-        mask,
-        "replacement",
-        steps=100,
-        generator=torch.Generator().manual_seed(0),
-    )
-    frac = float((res.samples[:, 1] > 0).double().mean())
-    assert frac - 0.2 > 6 * math.sqrt(0.2 * 0.8 / n)
-
-
-# ----------------------------------------------------------------------------------------------
 # Bad input: clear errors
 
 
@@ -482,56 +328,9 @@ def test_guidance_on_an_unconditional_model_is_rejected():
         cfg_score_fn(model, 0, scale=2.0)
 
 
-def test_bad_inpainting_arguments_are_rejected():
-    sde, data = SDES["vp"], eight_d()
-    score = sd.exact_score(sde, data)
-    known = torch.zeros(4, 8, dtype=F64)
-    mask = torch.ones(8, dtype=torch.bool)
-    with pytest.raises(ValueError, match=r"valid methods are \('replacement', 'repaint', 'smc'\)"):
-        inpaint(sde, score, known, mask, "dps", steps=5)
-    with pytest.raises(ValueError, match="mask has shape"):
-        inpaint(sde, score, known, torch.ones(4, 7, dtype=torch.bool), steps=5)
-    with pytest.raises(ValueError, match="mask has shape"):
-        inpaint(sde, score, known, torch.ones(8, 1, dtype=torch.bool), steps=5)
-    with pytest.raises(ValueError, match="bool"):
-        inpaint(sde, score, known, torch.ones(8), steps=5)
-    with pytest.raises(ValueError, match="unknown option"):
-        inpaint(sde, score, known, mask, "replacement", steps=5, particles=4)
-    with pytest.raises(ValueError, match="steps"):
-        inpaint(sde, score, known, mask, "replacement")
+def test_bad_guidance_scales_are_rejected():
+    score = sd.exact_score(SDES["vp"], eight_d())
     with pytest.raises(ValueError, match="scale"):
         classifier_free_guidance(score, score, scale=float("nan"))
     with pytest.raises(ValueError, match="interval"):
         classifier_free_guidance(score, score, scale=2.0, interval=(0.5, 0.1))
-
-
-def test_mask_from_spec_halves():
-    top = mask_from_spec("top", (1, 8, 8))
-    assert top.shape == (1, 8, 8) and top[0, :4].all() and not top[0, 4:].any()
-    left = mask_from_spec("left", (1, 8, 8))
-    assert left[0, :, :4].all() and not left[0, :, 4:].any()
-    with pytest.raises(ValueError, match="top"):
-        mask_from_spec("middle", (1, 8, 8))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("method", INPAINT_METHODS)
-def test_inpaint_runs_on_cuda_with_a_cuda_generator(method):
-    # Every draw (noise, RePaint's re-noising, SMC's resampling) must happen on the data's device.
-    sde, data = SDES["vp"], eight_d().to(device="cuda")
-    known = data.sample(6, torch.Generator(device="cuda").manual_seed(0))
-    mask = torch.tensor([True, False] * 4, device="cuda")
-    options = {"smc": {"particles": 4}, "repaint": {"jump_length": 2, "repeats": 2}}
-    res = inpaint(
-        sde,
-        sd.exact_score(sde, data),
-        known,
-        mask,
-        method,
-        steps=20,
-        generator=torch.Generator(device="cuda").manual_seed(1),
-        **options.get(method, {}),
-    )
-    assert res.samples.device.type == "cuda"
-    assert torch.equal(res.samples[:, mask], known[:, mask])
-    assert torch.isfinite(res.samples).all()

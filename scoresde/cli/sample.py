@@ -140,7 +140,8 @@ def _guided_score(model, args: argparse.Namespace, labels):
 def _inpaint(model, meta, score_fn, shape, args: argparse.Namespace, generator, options):
     """Inpaint the first ``--n`` items of ``--inpaint-data``: the mask's True part is kept (in the
     model's units: standardised as the checkpoint was trained)."""
-    from ..guidance import inpaint, mask_from_spec
+    from ..cliutil import mask_from_spec
+    from ..inpainting import inpaint
 
     if args.steps is None:
         raise ValueError("inpainting needs --steps")

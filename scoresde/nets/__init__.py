@@ -2,9 +2,11 @@
 
 Every network is an ``nn.Module`` with ``forward(x, t, y=None) -> Tensor`` of x's shape and a
 JSON-serialisable ``config`` dict of its constructor arguments, so ``NETWORKS[name](**config)``
-rebuilds it. Networks know nothing of SDEs or solvers.
+rebuilds it. Networks know nothing of SDEs or solvers. ``NoisyClassifier`` (logits of
+p(y | x_t, t), for classifier guidance) is not a score network and is not in ``NETWORKS``.
 """
 
+from .classifier import NoisyClassifier
 from .embeddings import FiLM, GaussianFourierProjection, SinusoidalEmbedding
 from .mlp import ResidualMLP
 from .unet import UNet
@@ -18,5 +20,6 @@ __all__ = [
     "FiLM",
     "ResidualMLP",
     "UNet",
+    "NoisyClassifier",
     "NETWORKS",
 ]
