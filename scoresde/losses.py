@@ -133,7 +133,7 @@ def ddpm_loss(
     )
     abar = abar.to(x0.device)[i.to(x0.device)]
     x_i = batch_coeff(abar.sqrt(), x0) * x0 + batch_coeff((1 - abar).sqrt(), x0) * noise
-    sigma = torch.exp(sde.log_sigma(t))
+    sigma = sde.marginal(t)[1]
     eps_hat = -batch_coeff(sigma, x0) * model(x_i, t.to(x0.dtype), y)
     losses = (noise - eps_hat).reshape(b, -1).pow(2).sum(1)
     return losses.mean() if reduction == "mean" else losses

@@ -24,7 +24,7 @@ from .base import Context, Solver
 
 def _sigma(sde: SDE, t: Tensor) -> Tensor:
     """EDM's noise level sigma = sigma_t / alpha_t = exp(-lambda_t) (float64)."""
-    return torch.exp(sde.log_sigma(t) - sde.log_alpha(t))
+    return torch.exp(-sde.log_snr(t))
 
 
 @dataclass
@@ -59,7 +59,7 @@ def _plan(sde: SDE, ts: Tensor, gamma: Tensor, s_noise: float) -> _Plan:
     gamma = torch.minimum(gamma, _sigma(sde, t_top) / s0 - 1).clamp(min=0)
     t_hat = torch.where(gamma > 0, sde.t_from_log_snr(-torch.log(s0 * (1 + gamma))), t0)
     c_hat, c0, c1 = sde.coeffs(t_hat), sde.coeffs(t0), sde.coeffs(ts[1:])
-    s_hat = torch.exp(c_hat.log_sigma - c_hat.log_alpha)  # = sigma_i exactly where gamma = 0
+    s_hat = torch.exp(-c_hat.log_snr)  # = sigma_i exactly where gamma = 0
     return _Plan(
         a0=c0.alpha,
         t_hat=t_hat,
@@ -262,8 +262,8 @@ class Restart(Solver):
             main=_plan(sde, ts, zero, 1.0),
             restart=_plan(sde, r_ts, gamma, self.S_noise),
             after=j - 1,
-            a_min=torch.exp(sde.log_alpha(ts[j])),
-            a_max=torch.exp(sde.log_alpha(r_ts[0])),
+            a_min=sde.marginal(ts[j])[0],
+            a_max=sde.marginal(r_ts[0])[0],
             jump=self.S_noise * torch.sqrt(_sigma(sde, r_ts[0]) ** 2 - sigma[j] ** 2),
         )
 
