@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_parameterization import _draw, _rel_err, _times
 from torch import nn
 from torch.testing import assert_close
 
@@ -22,25 +23,6 @@ SDES = {
     "ve": sd.VESDE(0.01, 50.0),
 }
 SDE_NAMES = list(SDES)
-
-
-def _times(n: int = 64) -> torch.Tensor:
-    """Per-sample times spanning [1e-3, 1], both ends included (small sigma and small alpha)."""
-    g = torch.Generator().manual_seed(0)
-    t = 1e-3 + (1 - 1e-3) * torch.rand(n, generator=g, dtype=F64)
-    t[0], t[1] = 1e-3, 1.0
-    return t
-
-
-def _draw(n: int, d: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g, dtype=F64), torch.randn(n, d, generator=g, dtype=F64)
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max over samples of ||a - b|| / ||b||."""
-    diff = (a - b).reshape(a.shape[0], -1).norm(dim=1)
-    return float((diff / b.reshape(b.shape[0], -1).norm(dim=1)).max())
 
 
 def _mixture() -> sd.GaussianMixture:

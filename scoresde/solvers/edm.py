@@ -53,23 +53,24 @@ def _plan(sde: SDE, ts: Tensor, gamma: Tensor, s_noise: float) -> _Plan:
     gamma = 0); the churn noise is S_noise sqrt(sigma_hat^2 - sigma_i^2) (Alg. 2).
     gamma is capped so that t_hat <= T: EDM's sigma has no upper end, an SDE's stops at T.
     """
-    sigma = _sigma(sde, ts)
+    c = sde.coeffs(ts)
+    sigma = torch.exp(-c.log_snr)  # _sigma at every grid time
     s0, t0 = sigma[:-1], ts[:-1]
     t_top = torch.tensor(sde.T, dtype=ts.dtype, device=ts.device)
     gamma = torch.minimum(gamma, _sigma(sde, t_top) / s0 - 1).clamp(min=0)
     t_hat = torch.where(gamma > 0, sde.t_from_log_snr(-torch.log(s0 * (1 + gamma))), t0)
-    c_hat, c0, c1 = sde.coeffs(t_hat), sde.coeffs(t0), sde.coeffs(ts[1:])
+    c_hat = sde.coeffs(t_hat)
     s_hat = torch.exp(-c_hat.log_snr)  # = sigma_i exactly where gamma = 0
     return _Plan(
-        a0=c0.alpha,
+        a0=c.alpha[:-1],
         t_hat=t_hat,
         a_hat=c_hat.alpha,
         st_hat=c_hat.sigma,
         noise=s_noise * torch.sqrt(s_hat**2 - s0**2),
         h=sigma[1:] - s_hat,
-        t1=c1.t,
-        a1=c1.alpha,
-        st1=c1.sigma,
+        t1=ts[1:],
+        a1=c.alpha[1:],
+        st1=c.sigma[1:],
         heun=(sigma[1:] > 0).tolist(),  # one sync per solve, not per step
     )
 
