@@ -199,7 +199,7 @@ class SDE:
         """f(t) x - c g(t)^2 score: c = 1 is the reverse-time SDE's drift (Song et al. Eq. 6),
         c = 1/2 the probability-flow ODE's velocity (Eq. 13). ``score`` is x's shape."""
         tt = self.schedule_time(t, x.device)
-        return self.drift(x, tt) - c * batch_coeff(self._g2(tt), x) * score
+        return batch_coeff(self._f(tt), x) * x - c * batch_coeff(self._g2(tt), x) * score
 
     def diffusion(self, t: TimeLike) -> Tensor:
         """g(t)."""
