@@ -19,7 +19,7 @@ from .validation import check_choice, check_int, check_positive, check_real
 SCHEDULES = ("linear", "cosine")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors: == would be elementwise
 class ScheduleCoeffs:
     """Every schedule quantity at the times ``t`` (float64, t's shape): see ``SDE.coeffs``.
 
