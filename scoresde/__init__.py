@@ -32,7 +32,18 @@ from .sampling import (
     sample,
     sample_sharded,
 )
-from .sde import SDE, VESDE, VPSDE, CosineSchedule, LinearSchedule, ReverseSDE, SubVPSDE
+from .sde import (
+    SDE,
+    SDE_CLASSES,
+    VESDE,
+    VPSDE,
+    CosineSchedule,
+    LinearSchedule,
+    ReverseSDE,
+    ScheduleCoeffs,
+    SubVPSDE,
+    sde_from_name,
+)
 from .solvers.torchsde import to_torchsde
 from .training import train_classifier
 
@@ -46,6 +57,9 @@ __all__ = [
     "LinearSchedule",
     "CosineSchedule",
     "ReverseSDE",
+    "ScheduleCoeffs",
+    "SDE_CLASSES",
+    "sde_from_name",
     "GaussianMixture",
     "exact_score",
     "exact_log_prob",

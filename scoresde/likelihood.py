@@ -25,6 +25,7 @@ from .sde import SDE, ScoreFn, batch_coeff, randn
 from .solvers.base import CountingScore
 from .solvers.ode import FIXED_STEPS, check_scipy_method, dopri5, scipy_solve
 from .validation import (
+    batch_time,
     check_callable,
     check_choice,
     check_generator,
@@ -69,7 +70,7 @@ def _divergence_fn(sde: SDE, score: CountingScore, event: tuple[int, ...], diver
     d = math.prod(event)
 
     def fn(y: Tensor, t: Tensor) -> Tensor:
-        t = t.expand(y.shape[0])  # the fixed-step rules and scipy_solve pass a 0-d t
+        t = batch_time(t, y, t.dtype)  # the fixed-step rules and scipy_solve pass a 0-d t
         with torch.enable_grad():
             x = y[:, :d].detach().reshape(-1, *event).requires_grad_(True)
             s = score(x, t)
@@ -92,7 +93,7 @@ def _divergence_fn(sde: SDE, score: CountingScore, event: tuple[int, ...], diver
                     (jv,) = torch.autograd.grad((s * v).sum(), x, retain_graph=True)
                     tr = tr + (jv * v).reshape(s.shape[0], -1).sum(1)
                 tr = tr / len(probes)
-        f, g2 = sde._f(t), sde._g2(t)
+        f, g2 = sde.f(t), sde.g2(t)
         drift = batch_coeff(f, x) * x.detach() - 0.5 * batch_coeff(g2, x) * s.detach()
         div = (f * d - 0.5 * g2 * tr.detach()).to(y.dtype)
         return torch.cat([drift.reshape(y.shape[0], -1), div[:, None]], dim=1)

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from .model import ScoreModel
 from .sde import VPSDE, batch_coeff, randn
-from .solvers.base import check_choice
+from .validation import check_choice
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
 TIME_SAMPLING = ("uniform", "stratified", "antithetic")
@@ -85,7 +85,7 @@ def dsm_loss(
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
     elif noise.shape != x0.shape:
         raise ValueError(f"noise must have x0's shape {tuple(x0.shape)}, got {tuple(noise.shape)}")
-    alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
+    alpha, sigma = sde.marginal(t)
     x_t = batch_coeff(alpha, x0) * x0 + batch_coeff(sigma, x0) * noise
     score = model(x_t, t.to(x0.dtype), y)
     # lambda/2 ||s + z/sigma||^2 written as w/2 ||sigma s + z||^2 with w = lambda / sigma^2, which
@@ -94,7 +94,7 @@ def dsm_loss(
     if weighting == "sigma2":
         w = torch.ones_like(t)
     elif weighting == "likelihood":
-        w = sde._g2(t) / sigma**2
+        w = sde.g2(t) / sigma**2
     else:
         w = 1 / sigma**2
     losses = 0.5 * w.to(x0.dtype) * residual.pow(2).sum(1)
@@ -133,7 +133,7 @@ def ddpm_loss(
     )
     abar = abar.to(x0.device)[i.to(x0.device)]
     x_i = batch_coeff(abar.sqrt(), x0) * x0 + batch_coeff((1 - abar).sqrt(), x0) * noise
-    sigma = torch.exp(sde._log_sigma(t))
+    sigma = sde.marginal(t)[1]
     eps_hat = -batch_coeff(sigma, x0) * model(x_i, t.to(x0.dtype), y)
     losses = (noise - eps_hat).reshape(b, -1).pow(2).sum(1)
     return losses.mean() if reduction == "mean" else losses

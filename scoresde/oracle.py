@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .sde import SDE, TimeLike
-from .validation import check_generator, check_instance, check_int
+from .validation import batch_time, check_generator, check_instance, check_int
 
 __all__ = [
     "GaussianMixture",
@@ -172,28 +172,25 @@ class GaussianMixture:
 
 
 def _log_prob(mix: GaussianMixture, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    log_joint, _, _ = mix._at(x, alpha, sigma)
+    log_joint, _, _ = mix._at(x, alpha, sigma)  # noqa: SLF001
     return torch.logsumexp(log_joint, dim=1)
 
 
 def _score(mix: GaussianMixture, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     # score = sum_k r_k(x) (mean_k - x) / var_k with responsibilities r = softmax(log joint).
-    log_joint, mean, var = mix._at(x, alpha, sigma)
+    log_joint, mean, var = mix._at(x, alpha, sigma)  # noqa: SLF001
     r = torch.softmax(log_joint, dim=1).unsqueeze(-1)
     return (r * (mean - x.unsqueeze(1)) / var).sum(1)
 
 
 def _coefficients(sde: SDE, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
-    tt = sde._time(t, x.device)
-    if tt.dim() == 0:
-        tt = tt.expand(x.shape[0])
-    elif tt.shape[0] != x.shape[0]:
-        raise ValueError(f"t has {tt.shape[0]} entries but x has batch size {x.shape[0]}")
-    return torch.exp(sde._log_alpha(tt)), torch.exp(sde._log_sigma(tt))
+    """(alpha_t, sigma_t), float64, (batch,), at x's batch of times t (checked here)."""
+    tt = sde.schedule_time(t, x.device)
+    return sde.marginal(batch_time(tt, x, tt.dtype))
 
 
 def _check_sde_data(sde: SDE, data, cls: type) -> None:
-    # The times a score function is called with are checked in _coefficients (sde._time).
+    # The times a score function is called with are checked in _coefficients.
     check_instance("sde", sde, SDE)
     check_instance("data", data, cls)
 
@@ -218,7 +215,7 @@ def exact_score(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike],
     _check_sde_data(sde, data, GaussianMixture)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
-        xf = data._check_x(x)
+        xf = data._check_x(x)  # noqa: SLF001
         alpha, sigma = _coefficients(sde, t, x)
         return _score(data, xf, alpha, sigma).reshape(x.shape)
 
@@ -230,7 +227,7 @@ def exact_log_prob(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLik
     _check_sde_data(sde, data, GaussianMixture)
 
     def log_prob_fn(x: Tensor, t: TimeLike) -> Tensor:
-        xf = data._check_x(x)
+        xf = data._check_x(x)  # noqa: SLF001
         alpha, sigma = _coefficients(sde, t, x)
         return _log_prob(data, xf, alpha, sigma)
 
@@ -356,7 +353,7 @@ class ClassConditionalMixture:
     def log_prob_class(self, x: Tensor, y) -> Tensor:
         """(batch,) log p(y | x) at t = 0 (see ``exact_classifier`` for t > 0)."""
         one = torch.ones(1, dtype=x.dtype, device=x.device)
-        return _log_prob_class(self, self.mixture._check_x(x), one, 0 * one, y)
+        return _log_prob_class(self, self.mixture._check_x(x), one, 0 * one, y)  # noqa: SLF001
 
 
 def _sample_components(
@@ -382,7 +379,7 @@ def _class_mask(data: ClassConditionalMixture, y, x: Tensor) -> Tensor:
 
 def _log_prob_class(data, x: Tensor, alpha: Tensor, sigma: Tensor, y) -> Tensor:
     # log p_t(y | x) = logsumexp over y's components - logsumexp over all (Bayes' rule).
-    log_joint, _, _ = data.mixture._at(x, alpha, sigma)
+    log_joint, _, _ = data.mixture._at(x, alpha, sigma)  # noqa: SLF001
     in_class = torch.where(_class_mask(data, y, x), log_joint, -math.inf)
     return torch.logsumexp(in_class, 1) - torch.logsumexp(log_joint, 1)
 
@@ -404,9 +401,9 @@ def exact_class_score(
     _check_label_values(y, data.num_classes)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
-        xf = data.mixture._check_x(x)
+        xf = data.mixture._check_x(x)  # noqa: SLF001
         alpha, sigma = _coefficients(sde, t, x)
-        log_joint, mean, var = data.mixture._at(xf, alpha, sigma)
+        log_joint, mean, var = data.mixture._at(xf, alpha, sigma)  # noqa: SLF001
         log_joint = torch.where(_class_mask(data, y, xf), log_joint, -math.inf)
         r = torch.softmax(log_joint, dim=1).unsqueeze(-1)
         return (r * (mean - xf.unsqueeze(1)) / var).sum(1).reshape(x.shape)
@@ -428,7 +425,7 @@ def exact_classifier(
     _check_label_values(y, data.num_classes)
 
     def log_prob_y(x: Tensor, t: TimeLike) -> Tensor:
-        xf = data.mixture._check_x(x)
+        xf = data.mixture._check_x(x)  # noqa: SLF001
         alpha, sigma = _coefficients(sde, t, x)
         return _log_prob_class(data, xf, alpha, sigma, y)
 
@@ -451,7 +448,7 @@ class MixtureConditional:
         self.mixture = mix
         self.known = known
         self.mask = mask
-        means, stds, log_w = mix._params(known.device, known.dtype)
+        means, stds, log_w = mix._params(known.device, known.dtype)  # noqa: SLF001
         z = (known.unsqueeze(1) - means) / stds  # (B, K, d)
         log_n = -0.5 * z**2 - torch.log(stds) - 0.5 * math.log(2 * math.pi)
         log_lik = (log_n * mask.unsqueeze(1)).sum(-1)  # known coordinates only
@@ -461,7 +458,7 @@ class MixtureConditional:
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """(B, d): one exact draw per row; the known coordinates equal ``known`` exactly."""
-        means, stds, _ = self.mixture._params(self.known.device, self.known.dtype)
+        means, stds, _ = self.mixture._params(self.known.device, self.known.dtype)  # noqa: SLF001
         dev = generator.device if generator is not None else self.known.device
         k = torch.multinomial(self.log_weights.exp().to(dev), 1, generator=generator)[:, 0]
         z = torch.randn(self.known.shape, generator=generator, device=dev, dtype=self.known.dtype)
@@ -470,7 +467,7 @@ class MixtureConditional:
 
     def log_prob(self, x: Tensor) -> Tensor:
         """(B,) log p(x_missing | x_known) at x's missing coordinates (its known ones ignored)."""
-        means, stds, _ = self.mixture._params(x.device, x.dtype)
+        means, stds, _ = self.mixture._params(x.device, x.dtype)  # noqa: SLF001
         x = x.reshape(self.known.shape)
         z = (x.unsqueeze(1) - means) / stds
         log_n = -0.5 * z**2 - torch.log(stds) - 0.5 * math.log(2 * math.pi)

@@ -159,14 +159,13 @@ def make_time_grid(
     elif kind == "quadratic":
         ts = t_lo + (t_hi - t_lo) * (1 - u) ** 2
     else:
-        lam_hi = sde._log_alpha(t_hi) - sde._log_sigma(t_hi)
-        lam_lo = sde._log_alpha(t_lo) - sde._log_sigma(t_lo)
+        lam_hi, lam_lo = sde.log_snr(t_hi), sde.log_snr(t_lo)
         if kind == "logsnr":
             lam = lam_hi + u * (lam_lo - lam_hi)
         else:
             s_max, s_min = torch.exp(-lam_hi / rho), torch.exp(-lam_lo / rho)
             lam = -rho * torch.log(s_max + u * (s_min - s_max))
-        ts = sde._t_from_log_snr(lam)
+        ts = sde.t_from_log_snr(lam)
     # The end points are exact, not round-tripped through lambda.
     ts[0], ts[-1] = t_hi, t_lo
     return ts

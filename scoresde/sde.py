@@ -15,13 +15,17 @@ caller gets no round-off from the schedule itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
 
+# CosineSchedule and LinearSchedule are re-exported: they lived here before schedules.py.
+from .schedules import CosineSchedule, LinearSchedule, ScheduleCoeffs, make_schedule  # noqa: F401
 from .validation import (
+    batch_time,
     check_bool,
     check_callable,
     check_choice,
@@ -79,116 +83,18 @@ def batch_coeff(c: Tensor, x: Tensor) -> Tensor:
     return c.reshape(-1, *([1] * (x.dim() - 1))) if c.dim() == 1 else c
 
 
-# ----------------------------------------------------------------------------------------------
-# beta schedules for VP and sub-VP
-
-
-class LinearSchedule:
-    r"""beta(t) = beta_min + t (beta_max - beta_min) on [0, 1] (Song et al. 2021, Eq. 32).
-
-    ``integral(t)`` is B(t) = \int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2.
-    """
-
-    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = check_positive("beta_min", beta_min)
-        self.beta_max = check_positive("beta_max", beta_max)
-        if self.beta_max < self.beta_min:
-            raise ValueError(
-                f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
-            )
-        self.T = 1.0  # the default horizon; beta(t) stays defined (linear) beyond it
-        self.t_max = math.inf
-
-    def beta(self, t: Tensor) -> Tensor:
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def integral(self, t: Tensor) -> Tensor:
-        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
-
-    def inverse_integral(self, b: Tensor) -> Tensor:
-        # Root of (d/2) t^2 + beta_min t - b = 0, written without cancellation.
-        d = self.beta_max - self.beta_min
-        return 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * b))
-
-    def discrete_betas(self, n: int) -> Tensor:
-        # DDPM's N-step discretisation: beta_i = beta(t_i) / N at t_i = i/(N-1) (Ho et al. 2020).
-        return torch.linspace(self.beta_min / n, self.beta_max / n, n, dtype=torch.float64)
-
-    def config(self) -> dict:
-        return {"schedule": "linear", "beta_min": self.beta_min, "beta_max": self.beta_max}
-
-
-class CosineSchedule:
-    r"""The cosine schedule of Nichol & Dhariwal 2021 (Eq. 17), in continuous time.
-
-    alpha_bar(t) = f(t) / f(0) with f(t) = cos^2(((t + s)/(1 + s)) pi/2), so the marginal matches
-    the paper's alpha_bar exactly;
-    beta(t) = -d log alpha_bar / dt = pi/(1+s) tan(((t+s)/(1+s)) pi/2).
-    The paper clips the discrete beta_t at 0.999 to avoid the singularity at t = 1; the continuous
-    analogue (as in Lu et al.'s DPM-Solver code) ends time at T where beta(T) = 1000 * 0.999, i.e.
-    T ~ 0.998, so beta never exceeds the clipped value.
-    """
-
-    def __init__(self, s: float = 0.008, beta_clip: float = 0.999, n_train: int = 1000):
-        self.s = s = check_positive("s", s)
-        self.beta_clip = beta_clip = check_real(
-            "beta_clip", beta_clip, 0, 1, lo_open=True, hi_open=True
-        )
-        self.n_train = n_train = check_int("n_train", n_train, 1)
-        beta_max = beta_clip * n_train
-        self.T = math.atan(beta_max * (1 + s) / math.pi) * 2 * (1 + s) / math.pi - s
-        self.t_max = self.T
-        self._a0 = s / (1 + s) * math.pi / 2
-        self._tan_a0 = math.tan(self._a0)
-
-    def _angle(self, t: Tensor) -> Tensor:
-        return (t + self.s) / (1 + self.s) * (math.pi / 2)
-
-    def beta(self, t: Tensor) -> Tensor:
-        return math.pi / (1 + self.s) * torch.tan(self._angle(t))
-
-    def integral(self, t: Tensor) -> Tensor:
-        # B(t) = -2 log(cos(a0 + d) / cos(a0)) with d = a(t) - a0, and
-        # cos(a0 + d) / cos(a0) = 1 - 2 sin^2(d/2) - tan(a0) sin(d): B(0) = 0 exactly (a difference
-        # of logs rounds to -1e-17 there, and sigma = sqrt(-expm1(-B)) became NaN).
-        d = t / (1 + self.s) * (math.pi / 2)
-        return -2 * torch.log1p(-2 * torch.sin(d / 2) ** 2 - self._tan_a0 * torch.sin(d))
-
-    def inverse_integral(self, b: Tensor) -> Tensor:
-        # d = arccos(c r) - arccos(c) with c = cos(a0), r = exp(-b/2), in the cancellation-free form
-        # d = arcsin(c (1 - r^2) / (sqrt(1 - c^2 r^2) + r sin(a0))): inverse_integral(0) = 0 exactly
-        # (arccos(...) - s gave t = -2e-15, a negative time where sigma is NaN).
-        c, sin_a0 = math.cos(self._a0), math.sin(self._a0)
-        r = torch.exp(-0.5 * b)
-        d = torch.arcsin(c * -torch.expm1(-b) / (torch.sqrt(1 - (c * r) ** 2) + r * sin_a0))
-        return d * (2 * (1 + self.s) / math.pi)
-
-    def discrete_betas(self, n: int) -> Tensor:
-        # Nichol & Dhariwal Eq. 17: beta_i = 1 - alpha_bar(i/n) / alpha_bar((i-1)/n), clipped.
-        t = torch.arange(n + 1, dtype=torch.float64) / n
-        log_f = 2 * torch.log(torch.cos(self._angle(t)))
-        betas = -torch.expm1(log_f[1:] - log_f[:-1])
-        return betas.clamp(max=self.beta_clip)
-
-    def config(self) -> dict:
-        return {"schedule": "cosine", "s": self.s, "beta_clip": self.beta_clip}
-
-
-def _make_schedule(schedule: str, beta_min: float, beta_max: float):
-    if check_choice("schedule", schedule, ("linear", "cosine")) == "linear":
-        return LinearSchedule(beta_min, beta_max)
-    return CosineSchedule()
-
-
-# ----------------------------------------------------------------------------------------------
-
-
 class SDE:
     """Base class of linear forward SDEs dx = f(t) x dt + g(t) dw on [0, T].
 
     Subclasses implement ``_log_alpha(t)``, ``_log_sigma(t)``, ``_f(t)``, ``_g2(t)`` and
-    ``_t_from_log_snr(lam)`` on float64 tensors; the public methods handle dtype and device.
+    ``_t_from_log_snr(lam)`` on float64 tensors of checked times. Everything else uses the public
+    float64 primitives ``log_alpha``, ``log_sigma``, ``log_snr``, ``t_from_log_snr``, ``f``,
+    ``g2`` and ``coeffs`` (all of them for a grid), which check t and handle its device.
     """
+
+    #: Short name (``SDE_CLASSES``, the command line's ``--sde``) and the label in tables/plots.
+    name: str = ""
+    label: str = ""
 
     #: Which discrete chain the ``ancestral`` solver follows: "ddpm", "smld" or None.
     ancestral_rule: str | None = None
@@ -199,10 +105,11 @@ class SDE:
     def __init__(self, T: float = 1.0):
         self.T = check_positive("T", T)
 
-    def _time(self, t: TimeLike, device=None, name: str = "t") -> Tensor:
-        """``t`` checked to lie in [0, T] (see ``check_times``) as a float64 tensor on ``device``.
+    def schedule_time(self, t: TimeLike, device=None, name: str = "t") -> Tensor:
+        """``t`` checked (see ``check_times``) as a float64 tensor on ``device`` (default: t's).
 
-        Times outside [0, T] are errors, not extrapolations of the schedule.
+        Numbers outside [0, T] are errors, not extrapolations of the schedule; tensors are checked
+        for kind and shape only (no host sync), and a float64 tensor is returned as it is.
         """
         return as_time(check_times(name, t, self.T), device)
 
@@ -222,24 +129,58 @@ class SDE:
     def _t_from_log_snr(self, lam: Tensor) -> Tensor:
         raise NotImplementedError
 
-    # -- public ------------------------------------------------------------------------------
+    # -- public float64 primitives -------------------------------------------------------------
+    def log_alpha(self, t: TimeLike) -> Tensor:
+        """log alpha_t, float64 (Song et al. 2021, Eq. 29: the mean coefficient of p_0t)."""
+        return self._log_alpha(self.schedule_time(t))
+
+    def log_sigma(self, t: TimeLike) -> Tensor:
+        """log sigma_t, float64 (the std of p_0t)."""
+        return self._log_sigma(self.schedule_time(t))
+
+    def f(self, t: TimeLike) -> Tensor:
+        """f(t) = d log alpha_t / dt, float64: the drift is f(t) x."""
+        return self._f(self.schedule_time(t))
+
+    def g2(self, t: TimeLike) -> Tensor:
+        """g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2, float64."""
+        return self._g2(self.schedule_time(t))
+
+    def coeffs(self, t: TimeLike) -> ScheduleCoeffs:
+        """Every schedule quantity at the times ``t`` (e.g. a sampling grid), float64, once."""
+        tt = self.schedule_time(t)
+        log_alpha, log_sigma = self._log_alpha(tt), self._log_sigma(tt)
+        return ScheduleCoeffs(
+            t=tt,
+            log_alpha=log_alpha,
+            log_sigma=log_sigma,
+            alpha=torch.exp(log_alpha),
+            sigma=torch.exp(log_sigma),
+            log_snr=log_alpha - log_sigma,
+            f=self._f(tt),
+            g2=self._g2(tt),
+        )
+
+    # -- public --------------------------------------------------------------------------------
     def marginal(self, t: TimeLike) -> tuple[Tensor, Tensor]:
-        """(alpha_t, sigma_t): x_t = alpha_t x_0 + sigma_t z, z ~ N(0, I) (Song et al. Eq. 29)."""
-        tt = self._time(t)
+        """(alpha_t, sigma_t): x_t = alpha_t x_0 + sigma_t z, z ~ N(0, I) (Song et al. Eq. 29).
+
+        In t's floating dtype (a float64 tensor gives the float64 primitives exactly); a Python
+        number gives torch's default dtype.
+        """
+        tt = self.schedule_time(t)
         dt = _out_dtype(t)
         return torch.exp(self._log_alpha(tt)).to(dt), torch.exp(self._log_sigma(tt)).to(dt)
 
     def marginal_prob(self, x0: Tensor, t: TimeLike) -> tuple[Tensor, Tensor]:
         """Mean and std of p_0t(x_t | x_0); std is shaped to broadcast against x0."""
         check_tensor("x0", x0, min_dim=1)
-        tt = self._time(t, x0.device)
-        alpha = batch_coeff(torch.exp(self._log_alpha(tt)), x0)
-        sigma = batch_coeff(torch.exp(self._log_sigma(tt)), x0)
-        return alpha * x0, sigma
+        alpha, sigma = self.marginal(self.schedule_time(t, x0.device))
+        return batch_coeff(alpha, x0) * x0, batch_coeff(sigma, x0)
 
     def log_snr(self, t: TimeLike) -> Tensor:
         """lambda_t = log(alpha_t / sigma_t), half the log-SNR (Lu et al. 2022, Sec. 3.1)."""
-        tt = self._time(t)
+        tt = self.schedule_time(t)
         return (self._log_alpha(tt) - self._log_sigma(tt)).to(_out_dtype(t))
 
     def t_from_log_snr(self, lam: TimeLike) -> Tensor:
@@ -252,11 +193,17 @@ class SDE:
     def drift(self, x: Tensor, t: TimeLike) -> Tensor:
         """f(x, t) = f(t) x."""
         check_tensor("x", x, min_dim=1)
-        return batch_coeff(self._f(self._time(t, x.device)), x) * x
+        return batch_coeff(self._f(self.schedule_time(t, x.device)), x) * x
+
+    def reverse_drift(self, x: Tensor, t: TimeLike, score: Tensor, c: float = 1.0) -> Tensor:
+        """f(t) x - c g(t)^2 score: c = 1 is the reverse-time SDE's drift (Song et al. Eq. 6),
+        c = 1/2 the probability-flow ODE's velocity (Eq. 13). ``score`` is x's shape."""
+        tt = self.schedule_time(t, x.device)
+        return batch_coeff(self._f(tt), x) * x - c * batch_coeff(self._g2(tt), x) * score
 
     def diffusion(self, t: TimeLike) -> Tensor:
         """g(t)."""
-        tt = self._time(t)
+        tt = self.schedule_time(t)
         return torch.sqrt(self._g2(tt)).to(_out_dtype(t))
 
     def prior_sample(
@@ -286,7 +233,7 @@ class SDE:
         a = alpha_t / alpha_s and v = sigma_t^2 - a^2 sigma_s^2, computed with expm1 so a small step
         keeps its relative accuracy.
         """
-        ss, tt = self._time(s, name="s"), self._time(t)
+        ss, tt = self.schedule_time(s, name="s"), self.schedule_time(t)
         log_a = self._log_alpha(tt) - self._log_alpha(ss)
         ls_s, ls_t = self._log_sigma(ss), self._log_sigma(tt)
         # v = sigma_t^2 (1 - exp(2 (log_a + log sigma_s - log sigma_t)))
@@ -301,7 +248,7 @@ class SDE:
         increments sqrt(sigma_i^2 - sigma_{i-1}^2).
         """
         check_tensor("x", x, min_dim=1)
-        tt = self._time(t, x.device)
+        tt = self.schedule_time(t, x.device)
         a, v = self.transition(tt - as_time(check_times("dt", dt, self.T), x.device), tt)
         return (batch_coeff(a, x) - 1) * x, batch_coeff(torch.sqrt(v), x)
 
@@ -332,11 +279,9 @@ class ReverseSDE:
         return self.sde.T
 
     def drift(self, x: Tensor, t: TimeLike) -> Tensor:
-        tt = self.sde._time(t, x.device)
-        g2 = batch_coeff(self.sde._g2(tt), x)
+        tt = self.sde.schedule_time(t, x.device)
         c = 0.5 if self.probability_flow else 1.0
-        t_batch = tt.expand(x.shape[0]).to(x.dtype) if tt.dim() == 0 else tt.to(x.dtype)
-        return self.sde.drift(x, tt) - c * g2 * self.score_fn(x, t_batch)
+        return self.sde.reverse_drift(x, tt, self.score_fn(x, batch_time(tt, x)), c)
 
     def diffusion(self, t: TimeLike) -> Tensor:
         g = self.sde.diffusion(t)
@@ -353,7 +298,7 @@ class _BetaSDE(SDE):
         schedule: str = "linear",
         T: float | None = None,
     ):
-        self.schedule = _make_schedule(schedule, beta_min, beta_max)
+        self.schedule = make_schedule(schedule, beta_min, beta_max)
         super().__init__(self.schedule.T if T is None else T)
         if self.T > self.schedule.t_max:
             raise ValueError(f"T must be <= {self.schedule.t_max} for the {schedule} schedule")
@@ -376,7 +321,7 @@ class _BetaSDE(SDE):
 
     def beta(self, t: TimeLike) -> Tensor:
         """beta(t) of the schedule."""
-        return self.schedule.beta(self._time(t)).to(_out_dtype(t))
+        return self.schedule.beta(self.schedule_time(t)).to(_out_dtype(t))
 
     def config(self) -> dict:
         return {"type": type(self).__name__, "T": self.T, **self.schedule.config()}
@@ -389,6 +334,8 @@ class VPSDE(_BetaSDE):
     limit of DDPM (Ho et al. 2020); ``discrete_betas(N)`` gives the N-step chain.
     """
 
+    name = "vp"
+    label = "VP"
     ancestral_rule = "ddpm"
     #: 1e-4, not Song et al.'s 1e-3: sigma(1e-3) = 0.01 is left in the samples and widens modes
     #: narrower than ~0.1 (width error 0.043 vs a floor of 0.015 on the narrow mixture at 200
@@ -446,6 +393,9 @@ class SubVPSDE(_BetaSDE):
     bounded by the VP one.
     """
 
+    name = "subvp"
+    label = "sub-VP"
+
     def _log_sigma(self, t: Tensor) -> Tensor:
         return torch.log(-torch.expm1(-self.schedule.integral(t)))
 
@@ -466,6 +416,8 @@ class VESDE(SDE):
     marginal std is sigma(t) itself, i.e. p_0 is the data smoothed by N(0, sigma_min^2).
     """
 
+    name = "ve"
+    label = "VE"
     ancestral_rule = "smld"
     sampling_eps = 1e-5
 
@@ -504,16 +456,27 @@ class VESDE(SDE):
         }
 
 
+#: The SDEs by short name (the command line's ``--sde``, ``compare``'s problems); read-only.
+SDE_CLASSES: Mapping[str, type[SDE]] = MappingProxyType(
+    {cls.name: cls for cls in (VPSDE, SubVPSDE, VESDE)}
+)
+
+
+def sde_from_name(name: str) -> SDE:
+    """The SDE called ``name`` in ``SDE_CLASSES`` ("vp", "subvp", "ve"), with default settings."""
+    return SDE_CLASSES[check_choice("sde", name, tuple(SDE_CLASSES))]()
+
+
 def sde_from_config(config: dict) -> SDE:
     """Rebuild an SDE from ``sde.config()`` (used by checkpoints); unknown types are errors."""
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict (sde.config()), got {type(config).__name__}")
     cfg = dict(config)
     kind = cfg.pop("type", None)
-    if kind == "VESDE":
+    cls = {c.__name__: c for c in SDE_CLASSES.values()}.get(kind)
+    if cls is VESDE:
         return VESDE(cfg["sigma_min"], cfg["sigma_max"], cfg.get("T", 1.0))
-    if kind in ("VPSDE", "SubVPSDE"):
-        cls = VPSDE if kind == "VPSDE" else SubVPSDE
+    if cls is not None:
         schedule = cfg.get("schedule", "linear")
         if schedule == "linear":
             return cls(cfg["beta_min"], cfg["beta_max"], "linear", cfg.get("T"))

@@ -202,3 +202,45 @@ def check_times(name: str, t: Any, T: float) -> Any:
     if not 0 <= v <= T:  # NaN fails too
         raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t!r}")
     return t
+
+
+def batch_time(t: Any, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """``t`` (a number, a 0-d or a (batch,) tensor) as the (batch,) tensor a score function or a
+    network is called with: on x's device, in ``dtype`` (default: x's). A number goes straight to
+    ``dtype`` (``torch.as_tensor`` would round it through float32 first). Shape only, no sync."""
+    dtype = x.dtype if dtype is None else dtype
+    if isinstance(t, Tensor):
+        t = t.to(device=x.device, dtype=dtype)
+    else:
+        t = torch.tensor(float(t), device=x.device, dtype=dtype)
+    if t.dim() == 0:
+        return t.expand(x.shape[0])
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
+    return t
+
+
+# -- configuration fields (networks, ``TrainConfig``) ------------------------------------------
+# Every bad value is a ValueError here, whatever its kind: these fields come from config files
+# and command-line flags, where "2.5 is not an int" and "-1 is too small" are the same mistake.
+
+
+def check_config_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` if it is a Python int >= ``minimum`` (bools rejected), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_config_even(name: str, value: Any) -> int:
+    """``value`` if it is an even int >= 2, else ValueError."""
+    if check_config_int(name, value, 2) % 2:
+        raise ValueError(f"{name} must be even, got {value!r}")
+    return value
+
+
+def check_config_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices`` (compared with ==), else ValueError."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

@@ -183,9 +183,10 @@ def test_vp_discrete_times_give_alphas_cumprod(schedule, n):
     assert t.shape == (n + 1,) and t.dtype == F64
     assert float(t[0]) == 0.0
     assert bool(torch.all(t[1:] > t[:-1]))
-    # The last times lie beyond T (see discrete_times), where the public marginal refuses to
-    # extrapolate: read the schedule's own log alpha and log sigma there.
-    alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
+    # The last times lie beyond T (see discrete_times): tensor times are checked for kind and
+    # shape only, so the float64 primitives read the schedule there.
+    c = sde.coeffs(t)
+    alpha, sigma = c.alpha, c.sigma
     alphas_cumprod = torch.cumprod(1 - sde.discrete_betas(n), 0)
     assert_close(alpha[1:] ** 2, alphas_cumprod, rtol=1e-12, atol=1e-14)
     assert bool(torch.isfinite(sigma).all())
@@ -245,6 +246,61 @@ def test_diffusion_squared_is_dsigma2_dt_minus_2f_sigma2(name):
     f = sde.drift(torch.ones(30, 1, dtype=F64), t.detach())[:, 0]
     g2 = sde.diffusion(t.detach()) ** 2
     assert_close(g2, dvar - 2 * f * sigma.detach() ** 2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_public_f_and_g2_are_the_derivatives_of_the_public_log_alpha_and_log_sigma(name):
+    """f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2, all through the float64
+    primitives (autograd through log_alpha / log_sigma)."""
+    sde = SDES[name]
+    t = torch.linspace(0.01, sde.T, 30, dtype=F64).requires_grad_()
+    (dlog_alpha,) = torch.autograd.grad(sde.log_alpha(t).sum(), t)
+    (dvar,) = torch.autograd.grad(torch.exp(2 * sde.log_sigma(t)).sum(), t)
+    f, g2 = sde.f(t.detach()), sde.g2(t.detach())
+    assert_close(f, dlog_alpha, rtol=1e-10, atol=1e-12)
+    sigma2 = torch.exp(2 * sde.log_sigma(t.detach()))
+    assert_close(g2, dvar - 2 * f * sigma2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_coeffs_gathers_the_float64_primitives_exactly(name):
+    sde = SDES[name]
+    ts = torch.linspace(sde.T, 1e-3, 17, dtype=F64)
+    c = sde.coeffs(ts)
+    expected = {
+        "t": ts,
+        "log_alpha": sde.log_alpha(ts),
+        "log_sigma": sde.log_sigma(ts),
+        "alpha": sde.marginal(ts)[0],
+        "sigma": sde.marginal(ts)[1],
+        "log_snr": sde.log_snr(ts),
+        "f": sde.f(ts),
+        "g2": sde.g2(ts),
+    }
+    for field, value in expected.items():
+        got = getattr(c, field)
+        assert got.dtype == F64 and got.shape == ts.shape, field
+        assert torch.equal(got, value), field
+    a, s = closed_form_marginal(name, 0.5)
+    assert_close(float(sde.coeffs(0.5).alpha), a, rtol=1e-12, atol=0)
+    assert_close(float(sde.coeffs(0.5).sigma), s, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("method", ["log_alpha", "log_sigma", "f", "g2", "coeffs"])
+def test_primitives_are_float64_and_check_numbers_not_tensor_values(method):
+    sde = SDES["vp"]
+    fn = getattr(sde, method)
+    out = fn(torch.full((3,), 0.5, dtype=torch.float32))
+    out = out.alpha if method == "coeffs" else out
+    assert out.dtype == F64 and out.shape == (3,)
+    out = fn(0.5)
+    assert (out.alpha if method == "coeffs" else out).dtype == F64
+    with pytest.raises(ValueError, match=r"t must lie in \[0, T\]"):
+        fn(1.5)
+    with pytest.raises(TypeError, match="t"):
+        fn("0.5")
+    with pytest.raises(ValueError, match="t"):
+        fn(torch.zeros(2, 2))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -349,6 +405,24 @@ def test_reverse_drift_is_f_minus_g2_score(name):
     assert_close(sde.reverse(score_fn).diffusion(t64(t)), g, rtol=0, atol=0)
     assert float(pf.diffusion(t64(t))) == 0.0
     assert seen[0].shape == (5,)  # the score always sees a (batch,) time
+    # sde.reverse_drift is the same formula for a given score, with per-sample times too
+    assert_close(sde.reverse_drift(x, t, s), f - g**2 * s, rtol=1e-12, atol=1e-12)
+    tb = torch.tensor([0.1, 0.2, 0.4, 0.6, 0.9], dtype=F64)
+    fb, g2b = sde.f(tb)[:, None], sde.g2(tb)[:, None]
+    assert_close(sde.reverse_drift(x, tb, s, 0.5), fb * x - 0.5 * g2b * s, rtol=1e-12, atol=0)
+
+
+def test_sde_classes_name_each_sde_and_rebuild_it():
+    assert dict(sd.SDE_CLASSES) == {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
+    assert [c.label for c in sd.SDE_CLASSES.values()] == ["VP", "sub-VP", "VE"]
+    with pytest.raises(TypeError):
+        sd.SDE_CLASSES["x"] = sd.VPSDE  # read-only: no global mutable registry
+    for name, cls in sd.SDE_CLASSES.items():
+        sde = sd.sde_from_name(name)
+        assert type(sde) is cls and sde.name == name
+        assert sd.sde.sde_from_config(sde.config()).config() == sde.config()
+    with pytest.raises(ValueError, match=r"sde must be one of \('vp', 'subvp', 've'\)"):
+        sd.sde_from_name("vpsde")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,22 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..validation import batch_time, check_config_choice, check_config_even, check_config_int
+
+__all__ = [
+    "ConditionEmbedding",
+    "FiLM",
+    "GaussianFourierProjection",
+    "SinusoidalEmbedding",
+    "batch_time",
+    "check_dropout",
+    "check_even",
+    "check_int",
+    "check_labels",
+    "check_num_classes",
+    "check_time_embed",
+]
+
 TIME_EMBEDDINGS = ("fourier", "sinusoidal")
 
 FOURIER_SCALE = 16.0
@@ -25,21 +41,11 @@ same range as DDPM's integer timesteps 0..999 (Ho et al. 2020, App. B)."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Argument checks shared by the networks (each error names the offending argument).
+# Argument checks of the networks (each error names the offending argument): the configuration
+# checks of ``scoresde.validation``, where every bad value is a ValueError.
 
-
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum`` (bools rejected), else raise ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_even(name: str, value) -> int:
-    """Return ``value`` if it is an even int >= 2, else raise ValueError."""
-    if check_int(name, value, 2) % 2:
-        raise ValueError(f"{name} must be even, got {value!r}")
-    return value
+check_int = check_config_int
+check_even = check_config_even
 
 
 def check_dropout(value) -> float:
@@ -53,9 +59,7 @@ def check_num_classes(value) -> int | None:
 
 
 def check_time_embed(value) -> str:
-    if value not in TIME_EMBEDDINGS:
-        raise ValueError(f"time_embed must be one of {TIME_EMBEDDINGS}, got {value!r}")
-    return value
+    return check_config_choice("time_embed", value, TIME_EMBEDDINGS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,19 +227,6 @@ class ConditionEmbedding(nn.Module):
         elif y is not None:
             raise ValueError("y was given but the network was built with num_classes=None")
         return nn.functional.silu(c)
-
-
-def batch_time(t: Tensor | float, x: Tensor) -> Tensor:
-    """Return t as a (batch,) tensor in x's dtype and device; a scalar is broadcast."""
-    if isinstance(t, Tensor):
-        t = t.to(device=x.device, dtype=x.dtype)
-    else:
-        t = torch.tensor(float(t), device=x.device, dtype=x.dtype)
-    if t.dim() == 0:
-        return t.expand(x.shape[0])
-    if t.shape != (x.shape[0],):
-        raise ValueError(f"t must be a scalar or have shape ({x.shape[0]},), got {tuple(t.shape)}")
-    return t
 
 
 def check_labels(y: Tensor | None, x: Tensor) -> Tensor | None:

@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..sde import SDE, ScoreFn, batch_coeff, randn
-from ..validation import check_callable, check_choice, check_generator, check_int
+from ..parameterization import tweedie_x0
+from ..sde import SDE, ScoreFn, randn
+from ..validation import batch_time, check_callable, check_choice, check_generator, check_int
 
 __all__ = ["Context", "CountingScore", "NoiseSource", "NonFiniteError", "Solver", "check_choice"]
 
@@ -31,8 +32,7 @@ class CountingScore:
         self.nfe = 0
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        t_batch = t.expand(x.shape[0]) if t.dim() == 0 else t
-        out = self.score_fn(x, t_batch.to(x.dtype))
+        out = self.score_fn(x, batch_time(t, x))
         self.nfe += 1
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -100,20 +100,19 @@ class Context:
 
     def coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(alpha_t, sigma_t) in the schedule's float64."""
-        return torch.exp(self.sde._log_alpha(t)), torch.exp(self.sde._log_sigma(t))
+        return self.sde.marginal(t)
 
     def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor, c: float = 1.0) -> Tensor:
-        """f(t) x - c g(t)^2 score: c = 1 for the reverse SDE, 1/2 for the probability-flow ODE."""
-        return batch_coeff(self.sde._f(t), x) * x - c * batch_coeff(self.sde._g2(t), x) * score
+        """``sde.reverse_drift``: c = 1 for the reverse SDE, 1/2 for the probability-flow ODE."""
+        return self.sde.reverse_drift(x, t, score, c)
 
     def pf_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """Probability-flow ODE drift f x - g^2 score / 2 (Song et al. Eq. 13); one score call."""
         return self.reverse_drift(x, t, self.score(x, t), 0.5)
 
     def data_pred(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
-        """Tweedie's x0 estimate (x + sigma^2 score) / alpha."""
-        alpha, sigma = self.coeffs(t)
-        return (x + batch_coeff(sigma**2, x) * score) / batch_coeff(alpha, x)
+        """Tweedie's x0 estimate (x + sigma^2 score) / alpha (``tweedie_x0``)."""
+        return tweedie_x0(x, score, *self.coeffs(t))
 
 
 def affine_step(

@@ -24,7 +24,7 @@ from .base import Context, Solver
 
 def _sigma(sde: SDE, t: Tensor) -> Tensor:
     """EDM's noise level sigma = sigma_t / alpha_t = exp(-lambda_t) (float64)."""
-    return torch.exp(sde._log_sigma(t) - sde._log_alpha(t))
+    return torch.exp(-sde.log_snr(t))
 
 
 @dataclass
@@ -53,24 +53,24 @@ def _plan(sde: SDE, ts: Tensor, gamma: Tensor, s_noise: float) -> _Plan:
     gamma = 0); the churn noise is S_noise sqrt(sigma_hat^2 - sigma_i^2) (Alg. 2).
     gamma is capped so that t_hat <= T: EDM's sigma has no upper end, an SDE's stops at T.
     """
-    sigma = _sigma(sde, ts)
+    c = sde.coeffs(ts)
+    sigma = torch.exp(-c.log_snr)  # _sigma at every grid time
     s0, t0 = sigma[:-1], ts[:-1]
     t_top = torch.tensor(sde.T, dtype=ts.dtype, device=ts.device)
     gamma = torch.minimum(gamma, _sigma(sde, t_top) / s0 - 1).clamp(min=0)
-    t_hat = torch.where(gamma > 0, sde._t_from_log_snr(-torch.log(s0 * (1 + gamma))), t0)
-    log_a_hat, log_s_hat = sde._log_alpha(t_hat), sde._log_sigma(t_hat)
-    s_hat = torch.exp(log_s_hat - log_a_hat)  # = sigma_i exactly where gamma = 0
-    t1 = ts[1:]
+    t_hat = torch.where(gamma > 0, sde.t_from_log_snr(-torch.log(s0 * (1 + gamma))), t0)
+    c_hat = sde.coeffs(t_hat)
+    s_hat = torch.exp(-c_hat.log_snr)  # = sigma_i exactly where gamma = 0
     return _Plan(
-        a0=torch.exp(sde._log_alpha(t0)),
+        a0=c.alpha[:-1],
         t_hat=t_hat,
-        a_hat=torch.exp(log_a_hat),
-        st_hat=torch.exp(log_s_hat),
+        a_hat=c_hat.alpha,
+        st_hat=c_hat.sigma,
         noise=s_noise * torch.sqrt(s_hat**2 - s0**2),
         h=sigma[1:] - s_hat,
-        t1=t1,
-        a1=torch.exp(sde._log_alpha(t1)),
-        st1=torch.exp(sde._log_sigma(t1)),
+        t1=ts[1:],
+        a1=c.alpha[1:],
+        st1=c.sigma[1:],
         heun=(sigma[1:] > 0).tolist(),  # one sync per solve, not per step
     )
 
@@ -255,7 +255,7 @@ class Restart(Solver):
         # The restart grid: rho = 7 in sigma from sigma_max to the grid's sigma_j.
         u = torch.linspace(0.0, 1.0, self.restart_steps + 1, dtype=ts.dtype, device=ts.device)
         r_hi, r_lo = s_max ** (1 / 7), sigma[j] ** (1 / 7)
-        r_ts = sde._t_from_log_snr(-7 * torch.log(r_hi + u * (r_lo - r_hi)))
+        r_ts = sde.t_from_log_snr(-7 * torch.log(r_hi + u * (r_lo - r_hi)))
         r_ts[-1] = ts[j]  # the restart ends exactly on the grid
         gamma = torch.full_like(r_ts[:-1], self.restart_gamma)
         zero = torch.zeros_like(ts[:-1])
@@ -263,8 +263,8 @@ class Restart(Solver):
             main=_plan(sde, ts, zero, 1.0),
             restart=_plan(sde, r_ts, gamma, self.S_noise),
             after=j - 1,
-            a_min=torch.exp(sde._log_alpha(ts[j])),
-            a_max=torch.exp(sde._log_alpha(r_ts[0])),
+            a_min=sde.marginal(ts[j])[0],
+            a_max=sde.marginal(r_ts[0])[0],
             jump=self.S_noise * torch.sqrt(_sigma(sde, r_ts[0]) ** 2 - sigma[j] ** 2),
         )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..sde import SDE
-from .base import Context, Solver, check_choice
+from ..validation import check_choice
+from .base import Context, Solver
 from .correctors import make_corrector
 from .sde import Ancestral, EulerMaruyama, ReverseDiffusion
 

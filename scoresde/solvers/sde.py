@@ -29,9 +29,9 @@ class EulerMaruyama(Solver):
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
         # x1 = (1 - f h) x + g^2 h score + g sqrt(h) z, as an affine_step.
-        t0, h = ts[:-1], ts[:-1] - ts[1:]
-        g2h = ctx.sde._g2(t0) * h
-        return {"x": 1 - ctx.sde._f(t0) * h, "score": g2h, "noise": torch.sqrt(g2h)}
+        c, h = ctx.sde.coeffs(ts[:-1]), ts[:-1] - ts[1:]
+        g2h = c.g2 * h
+        return {"x": 1 - c.f * h, "score": g2h, "noise": torch.sqrt(g2h)}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
         return affine_step(state, i, x, ctx.score(x, t0), ctx.noise()), state
@@ -98,7 +98,7 @@ class Ancestral(Solver):
         a, v = ctx.sde.transition(ts[1:], ts[:-1])
         var = v
         if self.variance == "posterior":
-            log_sigma = ctx.sde._log_sigma(ts)
+            log_sigma = ctx.sde.log_sigma(ts)
             var = v * torch.exp(2 * (log_sigma[1:] - log_sigma[:-1]))
         return {"x": 1 / a, "score": v / a, "noise": torch.sqrt(var)}
 
