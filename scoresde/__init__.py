@@ -15,6 +15,7 @@ from .guidance import (
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
 from .losses import ddpm_loss, dsm_loss
 from .model import ScoreModel
+from .noise import NOISES
 from .oracle import (
     ClassConditionalMixture,
     GaussianMixture,
@@ -58,6 +59,7 @@ __all__ = [
     "SampleResult",
     "SOLVERS",
     "TIME_GRIDS",
+    "NOISES",
     "NonFiniteError",
     "make_solver",
     "make_time_grid",
