@@ -120,11 +120,12 @@ class BrownianTreeNoise:
 
     ``noise(t0, t1) = (W(t1) - W(t0)) / sqrt|t1 - t0|`` for any 0 <= t0, t1 <= T, from a
     ``torchsde.BrownianInterval(halfway_tree=True)`` whose entropy is drawn from ``base``'s
-    generator right after x_T, so the same generator seed gives the same x_T and the same path
-    for every ``steps``, grid and solver. With per-sample ``seeds`` each sample gets its own tree,
-    seeded from its own generator: a sample's path does not depend on its batch (one tree query per
-    sample and step, so this is slower for large batches). ``normal()`` (x_T, correctors,
-    Restart's jumps) is ``base``'s independent draw.
+    generator(s) after x_T (when ``sample`` draws it), so the same seed gives the same x_T and the
+    same path for every ``steps``, grid and solver; times are resolved to 10^-BROWNIAN_DIGITS.
+    With per-sample ``seeds`` each sample gets its own tree, seeded from its own generator: a
+    sample's path does not depend on its batch (one tree query per sample and step, so this is
+    slower for large batches). ``normal()`` (x_T, correctors, Restart's jumps) is ``base``'s
+    independent draw.
 
     torchsde's tree lives on the host and takes Python times, so each call copies its two times to
     the host: one device sync per stochastic step, which the default source does not need.
@@ -135,11 +136,8 @@ class BrownianTreeNoise:
 
         self.base = base
         self.shape, self.device, self.dtype = base.shape, base.device, base.dtype
-        self.generator, self.generators = base.generator, base.generators
-        per_sample = base.generators is not None
-        size = self.shape[1:] if per_sample else self.shape
-        #: The trees' entropies (one, or one per sample), for solvers that build their own path.
-        self.seeds = base.entropy()
+        self.per_sample = base.generators is not None
+        size = self.shape[1:] if self.per_sample else self.shape
         self.trees = [
             torchsde.BrownianInterval(
                 t0=0.0,
@@ -152,7 +150,7 @@ class BrownianTreeNoise:
                 tol=10.0**-BROWNIAN_DIGITS,
                 halfway_tree=True,
             )
-            for seed in self.seeds
+            for seed in base.entropy()  # one tree, or one per sample
         ]
 
     def normal(self) -> Tensor:
@@ -167,5 +165,5 @@ class BrownianTreeNoise:
             )
         lo, hi = min(a, b), max(a, b)
         dw = [tree(lo, hi) for tree in self.trees]
-        dw = torch.stack(dw) if self.generators is not None else dw[0]
+        dw = torch.stack(dw) if self.per_sample else dw[0]
         return (dw * ((1.0 if b > a else -1.0) / math.sqrt(hi - lo))).to(self.dtype)

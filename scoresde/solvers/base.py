@@ -127,7 +127,8 @@ class Solver:
     stochastic: bool = False
     #: False for solvers that choose their own steps (``integrate``); they get only [T, eps].
     fixed_grid: bool = True
-    #: Whether ``sample(seeds=...)`` (one generator per sample) is supported.
+    #: Whether a sample drawn with ``sample(seeds=...)`` (one generator per sample) is independent
+    #: of the rest of its batch (False: the batch couples the samples, or ``seeds`` is rejected).
     per_sample_seeds: bool = True
     #: Grid used when ``time_grid`` is not given; chosen by ``benchmarks/samplers.py``.
     default_time_grid: ClassVar[str] = "uniform"
