@@ -6,7 +6,9 @@ For each stochastic solver that declares a strong ``order``: the RMS distance of
 N steps to its own FINE-step samples from the same seed (default grid over [T, eps], VP SDE, the
 anisotropic 3-D Gaussian with its exact score, float64), once with the default source (fresh
 draws on every grid) and once with the Brownian tree (one path for every grid), the fitted
-log-log slope, and the seconds per step of each source at FINE steps.
+log-log slope, and the seconds per step of each source at FINE steps. Then the wall time of one
+euler_maruyama run (64 samples, 100 steps) per source with one generator and with per-sample
+``seeds`` (one tree per sample).
 """
 
 from __future__ import annotations
@@ -70,6 +72,25 @@ def main() -> None:
             cells = [label, f"{algo.order:g}", noise, *[f"{e:.3g}" for e in errors]]
             print("| " + " | ".join([*cells, f"{slope:.2f}", f"{seconds / FINE:.1e}"]) + " |")
     print(f"\nRMS to the {FINE}-step samples of the same seed; {BATCH} samples, VP, float64.")
+    print("\n| randomness | noise | seconds (euler_maruyama, 64 samples, 100 steps) |")
+    print("|---|---|---|")
+    sde = sd.VPSDE()
+    for label, kwargs in (
+        ("generator", {"generator": torch.Generator().manual_seed(0)}),
+        ("seeds", {"seeds": list(range(64))}),
+    ):
+        for noise in sd.NOISES:
+            start = time.perf_counter()
+            sd.sample(
+                sde,
+                sd.exact_score(sde, DATA),
+                (64, 3),
+                "euler_maruyama",
+                100,
+                noise=noise,
+                **kwargs,
+            )
+            print(f"| {label} | {noise} | {time.perf_counter() - start:.2f} |")
 
 
 if __name__ == "__main__":
