@@ -151,11 +151,12 @@ def fit_budget(count: Callable[[int], int], budget: int) -> int | None:
 # -- ours ---------------------------------------------------------------------------------------
 
 
-def ours_entry(label, solver, options, grid, denoise, eps=None, nfe_per_step=1) -> Entry:
-    det = not sd.make_solver(solver, **options).stochastic
+def ours_entry(label, solver, options, grid, denoise, eps=None) -> Entry:
+    algo = sd.make_solver(solver, **options)
+    det = not algo.stochastic
 
     def run(s: Setup, budget: int, z: torch.Tensor):
-        steps = (budget - int(denoise)) // nfe_per_step
+        steps = (budget - int(denoise)) // algo.nfe_per_step  # the solver's declared count
         if steps < 1:
             return None, 0
         gen = torch.Generator().manual_seed(s.seed + 2)
@@ -200,9 +201,9 @@ def our_entries() -> list[Entry]:
                     out.append(ours_entry(name, "unipc", opts, grid, denoise))
     out += [
         ours_entry("ddim(eta=0) quadratic", "ddim", {"eta": 0.0}, "quadratic", False),
-        ours_entry("ode_heun quadratic", "ode_heun", {}, "quadratic", False, nfe_per_step=2),
-        ours_entry("ode_heun logsnr", "ode_heun", {}, "logsnr", False, nfe_per_step=2),
-        ours_entry("ode_rk4 quadratic", "ode_rk4", {}, "quadratic", False, nfe_per_step=4),
+        ours_entry("ode_heun quadratic", "ode_heun", {}, "quadratic", False),
+        ours_entry("ode_heun logsnr", "ode_heun", {}, "logsnr", False),
+        ours_entry("ode_rk4 quadratic", "ode_rk4", {}, "quadratic", False),
         ours_entry("ddim(eta=1) quadratic", "ddim", {"eta": 1.0}, "quadratic", False),
         ours_entry(
             "dpm_solver_sde(order=2) logsnr +denoise",

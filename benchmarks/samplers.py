@@ -61,12 +61,16 @@ class Variant:
 
     solver: str
     options: dict = field(default_factory=dict)
-    adaptive: bool = False
 
     @property
     def label(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         return f"{self.solver}({opts})" if opts else self.solver
+
+    @property
+    def adaptive(self) -> bool:
+        """The solver chooses its own steps (declares no NFE per step): tolerances, no steps."""
+        return sd.make_solver(self.solver, **self.options).nfe_per_step is None
 
     @property
     def deterministic(self) -> bool:
@@ -123,10 +127,9 @@ def make_variants(dim: int) -> list[Variant]:
     out += [Variant("unipc", {"order": 3, "variant": "bh2"})]
     out += [Variant("unipc", {"order": 3, "prediction": "data", "variant": "bh1"})]
     out += [Variant("torchsde", {"method": "euler"})]
-    out += [Variant("ode_rk45", {"rtol": r, "atol": r}, True) for r in ADAPTIVE_RTOLS["ode_rk45"]]
+    out += [Variant("ode_rk45", {"rtol": r, "atol": r}) for r in ADAPTIVE_RTOLS["ode_rk45"]]
     out += [
-        Variant("scipy", {"method": "RK45", "rtol": r, "atol": r}, True)
-        for r in ADAPTIVE_RTOLS["scipy"]
+        Variant("scipy", {"method": "RK45", "rtol": r, "atol": r}) for r in ADAPTIVE_RTOLS["scipy"]
     ]
     missing = set(sd.SOLVERS) - {v.solver for v in out}
     if missing:  # a solver added to the package after this file: run it with its defaults

@@ -12,6 +12,7 @@ from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likeliho
 from .losses import ddpm_loss, dsm_loss
 from .model import ScoreModel
 from .nets.classifier import NoisyClassifier
+from .noise import NOISES
 from .oracle import (
     ClassConditionalMixture,
     GaussianMixture,
@@ -70,6 +71,7 @@ __all__ = [
     "SampleResult",
     "SOLVERS",
     "TIME_GRIDS",
+    "NOISES",
     "NonFiniteError",
     "make_solver",
     "make_time_grid",

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .noise import NOISES, BrownianTreeNoise, GaussianNoise
 from .sde import SDE, ScoreFn
-from .solvers.base import Context, CountingScore, NoiseSource, NonFiniteError, Solver
+from .solvers.base import Context, CountingScore, NonFiniteError, Solver
 from .solvers.edm import EDM, Restart
 from .solvers.exponential import DDIM, DPMSolver, DPMSolverSDE, UniPC
 from .solvers.ode import ODERK4, RK45, ODEEuler, ODEHeun, Scipy
@@ -206,6 +207,7 @@ def sample(
     x_T: Tensor | None = None,
     generator: torch.Generator | None = None,
     seeds: Sequence[int] | None = None,
+    noise: str = "gaussian",
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     progress: bool = False,
@@ -244,7 +246,14 @@ def sample(
         Randomness (default: torch's global RNG).
     seeds
         One int per sample instead of ``generator``: each sample gets its own generator, so it
-        does not depend on its batch.
+        does not depend on its batch (for solvers whose ``per_sample_seeds`` is True).
+    noise
+        Where stochastic solvers get their noise (a name in ``NOISES``, ``scoresde.noise``):
+        ``"gaussian"`` (default) draws afresh at every step; ``"brownian"`` takes each step's
+        noise from one Brownian path on [0, T] (a torchsde Brownian tree seeded from
+        ``generator``, or one per sample from ``seeds``), so with the same seed a sample stays
+        on the same path, and converges, as ``steps`` or the grid change. x_T is the same for
+        both. Deterministic solvers ignore it.
     callback
         Called as ``callback(i, t, x)`` after each grid step.
     step_hook
@@ -276,6 +285,7 @@ def sample(
     steps = None if steps is None else check_int("steps", steps, 1)
     device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
     denoise = check_bool("denoise", denoise)
+    check_choice("noise", noise, NOISES)
     check_bool("progress", progress)
     return_trajectory = check_bool("return_trajectory", return_trajectory)
     if callback is not None:
@@ -320,13 +330,16 @@ def sample(
         ts = torch.tensor([sde.T, t_end], dtype=torch.float64, device=device)
     algo.check(sde, steps)
 
-    noise = NoiseSource(shape, device, dtype, generator=generator, seeds=seeds)
+    draws = GaussianNoise(shape, device, dtype, generator=generator, seeds=seeds)
     if x_T is None:
-        x = noise() * sde.prior_std
+        x = draws.normal() * sde.prior_std
     else:
         x = x_T.to(device=device, dtype=dtype)
+    # The tree's entropy is drawn after x_T, so a seed gives the same x_T with either source.
+    tree = noise == "brownian" and algo.stochastic
+    source = BrownianTreeNoise(draws, sde.T) if tree else draws
     score = CountingScore(score_fn)
-    ctx = Context(sde, score, noise, steps or 0)
+    ctx = Context(sde, score, source, steps or 0)
     if step_hook is not None:
         x = step_hook.start(ctx, x, ts)
 

@@ -12,42 +12,28 @@ exact state with the exact model outputs at the k - 1 previous log-SNR times, er
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from conftest import F64, GAUSS, GAUSS_MEAN, GAUSS_STD, SDES, fitted_slope
 from torch.testing import assert_close
 
 import scoresde as sd
 from scoresde.solvers.base import Context, CountingScore
 
-F64 = torch.float64
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
-# Single anisotropic Gaussian data: its flow map is known in closed form.
-MEAN = torch.tensor([[1.0, -0.5, 2.0]], dtype=F64)
-STD = torch.tensor([[0.5, 0.3, 1.5]], dtype=F64)
-DATA = sd.GaussianMixture(MEAN, STD)
 FLOOR = 1e-10  # errors below this are float64 round-off, not truncation error
-
-
-def fitted_slope(step_sizes, errors) -> float:
-    """Least-squares slope of log2(error) against log2(step size), above the precision floor."""
-    keep = [(h, e) for h, e in zip(step_sizes, errors, strict=True) if e > FLOOR]
-    assert len(keep) >= 3, f"too few errors above the floor: {errors}"
-    h, e = np.log2(np.array(keep)).T
-    return float(np.polyfit(h, e, 1)[0])
 
 
 def marginal_sample(sde, t, n: int, seed: int) -> torch.Tensor:
     """n exact draws of x_t = alpha_t x_0 + sigma_t z."""
     g = torch.Generator().manual_seed(seed)
     alpha, sigma = sde.marginal(torch.as_tensor(t, dtype=F64))
-    return alpha * DATA.sample(n, generator=g) + sigma * torch.randn(n, 3, generator=g, dtype=F64)
+    return alpha * GAUSS.sample(n, generator=g) + sigma * torch.randn(n, 3, generator=g, dtype=F64)
 
 
 def model_output(sde, x, t, prediction: str) -> torch.Tensor:
     """Exact data prediction (x + sigma^2 score) / alpha or noise prediction -sigma score."""
     alpha, sigma = sde.marginal(t)
-    score = sd.exact_score(sde, DATA)(x, t)
+    score = sd.exact_score(sde, GAUSS)(x, t)
     return (x + sigma**2 * score) / alpha if prediction == "data" else -sigma * score
 
 
@@ -69,7 +55,7 @@ def dpm_local_error(
     ts = sde.t_from_log_snr(torch.tensor(lams + [lam0 + h], dtype=F64))
     t0, t1 = ts[order - 1], ts[order]
     x0 = marginal_sample(sde, t0, 32, seed=1)
-    flow = sd.gaussian_flow_map(sde, MEAN, STD)
+    flow = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)
     history = [model_output(sde, flow(x0, t0, ts[j]), ts[j], prediction) for j in range(order - 1)]
     if rule == "reference":
         assert order == 3 and prediction == "data"
@@ -85,7 +71,7 @@ def dpm_local_error(
     solver = sd.make_solver(
         "dpm_solver", order=order, prediction=prediction, lower_order_final=False
     )
-    ctx = Context(sde, CountingScore(sd.exact_score(sde, DATA)), None, 1000)
+    ctx = Context(sde, CountingScore(sd.exact_score(sde, GAUSS)), None, 1000)
     state = solver.init(ctx, x0, ts)
     state["ms"].extend(history)  # the history: exact model outputs on the exact trajectory
     x1, _ = solver.step(ctx, order - 1, t0, t1, x0, state)
@@ -101,8 +87,9 @@ LOCAL_H = [2.0**-k for k in range(3, 8)]
 @pytest.mark.parametrize("name", ["vp", "ve"])
 def test_dpm_solver_local_error_is_order_plus_one(name, order, prediction):
     errors = [dpm_local_error(SDES[name], order, prediction, h) for h in LOCAL_H]
-    slope = fitted_slope(LOCAL_H, errors)
+    slope = fitted_slope(LOCAL_H, errors, FLOOR)
     assert abs(slope - (order + 1)) <= 0.25, (slope, errors)
+    assert sd.make_solver("dpm_solver", order=order).order == order  # the declared order
 
 
 def test_third_order_needs_twice_the_reference_codes_second_difference():
@@ -111,9 +98,9 @@ def test_third_order_needs_twice_the_reference_codes_second_difference():
     # (int_0^h e^{-(h-u)} u^2/2 du = h^2 phi_3). Their rule's local error is O(h^3) (so only
     # second order globally), ours O(h^4).
     vp = SDES["vp"]
-    ours = fitted_slope(LOCAL_H, [dpm_local_error(vp, 3, "data", h) for h in LOCAL_H])
+    ours = fitted_slope(LOCAL_H, [dpm_local_error(vp, 3, "data", h) for h in LOCAL_H], FLOOR)
     theirs = fitted_slope(
-        LOCAL_H, [dpm_local_error(vp, 3, "data", h, rule="reference") for h in LOCAL_H]
+        LOCAL_H, [dpm_local_error(vp, 3, "data", h, rule="reference") for h in LOCAL_H], FLOOR
     )
     assert abs(ours - 4) <= 0.25, ours
     assert abs(theirs - 3) <= 0.25, theirs
@@ -130,7 +117,7 @@ def unipc_local_error(sde, order: int, prediction: str, variant: str, corrector:
     ts = sde.t_from_log_snr(torch.tensor(lams + [h, 2 * h], dtype=F64))
     t0, t1 = ts[order - 1], ts[order]
     x0 = marginal_sample(sde, t0, 32, seed=1)
-    flow = sd.gaussian_flow_map(sde, MEAN, STD)
+    flow = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)
     history = [model_output(sde, flow(x0, t0, ts[j]), ts[j], prediction) for j in range(order - 1)]
     solver = sd.make_solver(
         "unipc",
@@ -140,7 +127,7 @@ def unipc_local_error(sde, order: int, prediction: str, variant: str, corrector:
         corrector=corrector,
         lower_order_final=False,
     )
-    ctx = Context(sde, CountingScore(sd.exact_score(sde, DATA)), None, 1000)
+    ctx = Context(sde, CountingScore(sd.exact_score(sde, GAUSS)), None, 1000)
     state = solver.init(ctx, x0, ts)
     state["ms"].extend(history)  # x0 has no predecessor in the state: it is taken as exact
     x1, state = solver.step(ctx, order - 1, t0, t1, x0, state)
@@ -163,8 +150,10 @@ def test_unipc_corrector_raises_the_local_order_by_one(name, order, prediction, 
         unipc_local_error(SDES[name], order, prediction, variant, corrector, h) for h in LOCAL_H
     ]
     expected = order + 2 if corrector else order + 1
-    slope = fitted_slope(LOCAL_H, errors)
+    slope = fitted_slope(LOCAL_H, errors, FLOOR)
     assert abs(slope - expected) <= 0.25, (slope, errors)
+    # The declared order is the pair's: local error O(h^(order + 1)).
+    assert sd.make_solver("unipc", order=order, corrector=corrector).order + 1 == expected
 
 
 @pytest.mark.parametrize("prediction", ["data", "noise"])
@@ -175,8 +164,8 @@ def test_unipc_global_order_on_full_interval(name, order, prediction):
     # 1 and 2 reach p + 1 on the whole interval; order 3's start-up error masks its fourth order.
     sde = SDES[name]
     x_T = sde.prior_sample((64, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
-    exact = sd.gaussian_flow_map(sde, MEAN, STD)(x_T, sde.T, sde.sampling_eps)
-    score = sd.exact_score(sde, DATA)
+    exact = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)(x_T, sde.T, sde.sampling_eps)
+    score = sd.exact_score(sde, GAUSS)
     steps, errors = [16, 32, 64, 128], []
     for n in steps:
         res = sd.sample(
@@ -193,7 +182,7 @@ def test_unipc_global_order_on_full_interval(name, order, prediction):
         )
         assert res.nfe == n  # the corrector reuses the next step's evaluation
         errors.append(float((res.samples - exact).abs().max()))
-    slope = fitted_slope([1 / n for n in steps], errors)
+    slope = fitted_slope([1 / n for n in steps], errors, FLOOR)
     assert slope >= order + 1 - 0.25, (slope, errors)
 
 
@@ -210,8 +199,8 @@ GLOBAL_STEPS = [8, 16, 32, 64]
 def test_dpm_solver_global_order_on_full_interval(name, order, prediction):
     sde = SDES[name]
     x_T = sde.prior_sample((64, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
-    exact = sd.gaussian_flow_map(sde, MEAN, STD)(x_T, sde.T, sde.sampling_eps)
-    score = sd.exact_score(sde, DATA)
+    exact = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)(x_T, sde.T, sde.sampling_eps)
+    score = sd.exact_score(sde, GAUSS)
     errors = []
     for n in GLOBAL_STEPS:
         res = sd.sample(
@@ -228,7 +217,7 @@ def test_dpm_solver_global_order_on_full_interval(name, order, prediction):
         )
         assert res.nfe == n
         errors.append(float((res.samples - exact).abs().max()))
-    slope = fitted_slope([1 / n for n in GLOBAL_STEPS], errors)
+    slope = fitted_slope([1 / n for n in GLOBAL_STEPS], errors, FLOOR)
     assert slope >= order - 0.25, (slope, errors)
 
 
@@ -236,12 +225,12 @@ def mid_interval_errors(sde, solver: str, steps_list, **options) -> list[float]:
     """Errors against the exact flow over lambda in [-1, 2] on a grid uniform in lambda."""
     t_a = sde.t_from_log_snr(torch.tensor(-1.0, dtype=F64))
     x_a = marginal_sample(sde, t_a, 64, seed=0)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     errors = []
     for n in steps_list:
         grid = sde.t_from_log_snr(torch.linspace(-1.0, 2.0, n + 1, dtype=F64))
         res = sd.sample(sde, score, x_a.shape, solver, time_grid=grid, x_T=x_a, **options)
-        exact = sd.gaussian_flow_map(sde, MEAN, STD)(x_a, grid[0], grid[-1])
+        exact = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)(x_a, grid[0], grid[-1])
         errors.append(float((res.samples - exact).abs().max()))
     return errors
 
@@ -264,13 +253,13 @@ def test_dpm_solver_global_order_on_mid_interval(options, order):
     errors = mid_interval_errors(
         SDES["vp"], "dpm_solver", MID_STEPS, lower_order_final=False, **options
     )
-    slope = fitted_slope([1 / n for n in MID_STEPS], errors)
+    slope = fitted_slope([1 / n for n in MID_STEPS], errors, FLOOR)
     assert abs(slope - order) <= 0.25, (slope, errors)
 
 
 def test_ddim_global_order_is_one():
     errors = mid_interval_errors(SDES["vp"], "ddim", MID_STEPS)
-    slope = fitted_slope([1 / n for n in MID_STEPS], errors)
+    slope = fitted_slope([1 / n for n in MID_STEPS], errors, FLOOR)
     assert abs(slope - 1) <= 0.25, (slope, errors)
 
 
@@ -280,7 +269,7 @@ def test_ddim_eta0_is_dpm_solver_1(name, prediction):
     # Lu et al. 2022a, Sec. 4.1 / 2022b Sec. 4: DPM-Solver-1 (either form) is DDIM.
     sde = SDES[name]
     x_T = sde.prior_sample((16, 3), generator=torch.Generator().manual_seed(3), dtype=F64)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     ddim = sd.sample(sde, score, x_T.shape, "ddim", steps=20, x_T=x_T, time_grid="logsnr")
     dpm = sd.sample(
         sde,
@@ -302,7 +291,7 @@ def test_sde_dpm_solver_1_is_ddim_eta1(name):
     # variance sigma_1^2 (1 - e^{-2h}) and mean), so with the same noise they agree.
     sde = SDES[name]
     x_T = sde.prior_sample((16, 3), generator=torch.Generator().manual_seed(4), dtype=F64)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     runs = []
     for solver, options in (("ddim", {"eta": 1.0}), ("dpm_solver_sde", {"order": 1})):
         runs.append(
@@ -336,7 +325,7 @@ def test_short_grids_finish_with_first_order_steps(solver, options, steps):
     # Sec. 5), so on 1 and 2 steps every step is first order, i.e. DPM-Solver-1 = DDIM.
     sde = SDES["vp"]
     x_T = sde.prior_sample((16, 3), generator=torch.Generator().manual_seed(6), dtype=F64)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     first = {"dpm_solver": {"order": 1}, "dpm_solver_sde": {"order": 1}}[solver]
     first = {**options, **first}
     runs = [
@@ -389,7 +378,7 @@ def test_last_step_to_t0_is_the_data_prediction(solver, options, steps):
     ts = vp.discrete_times(1000)
     grid = ts[torch.linspace(1000, 0, steps + 1).round().long()]
     assert grid[-1] == 0
-    score = sd.exact_score(vp, DATA)
+    score = sd.exact_score(vp, GAUSS)
     x_T = vp.prior_sample((16, 3), generator=torch.Generator().manual_seed(8), dtype=F64)
     res = sd.sample(
         vp,
@@ -411,7 +400,7 @@ def test_last_step_to_t0_is_the_data_prediction(solver, options, steps):
 def test_exponential_solvers_use_their_benchmarked_default_grids():
     # docs/samplers.md: noise-form DPM-Solver on log-SNR, data forms and SDE-DPM-Solver++ quadratic.
     sde = SDES["vp"]
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     expected = sd.make_time_grid(sde, 7, kind="logsnr")
     for solver, options, kind in (
         ("dpm_solver", {}, "logsnr"),

@@ -13,22 +13,16 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import F64, RING, SDES
 from torch.overrides import TorchFunctionMode
 from torch.testing import assert_close
 
 import scoresde as sd
 from scoresde.metrics import mmd2, noise_floor
-
-F64 = torch.float64
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
-ANGLES = 2 * math.pi * torch.arange(8, dtype=F64) / 8
-# 8 Gaussians on a ring of radius 2, std 0.2.
-RING = sd.GaussianMixture(2 * torch.stack([ANGLES.cos(), ANGLES.sin()], 1), 0.2)
 
 # Every fixed-step solver with its option variants. The Langevin-type correctors use their default
 # batch step rule: the per-sample SNR rule diverges in low dimension (see LangevinCorrector's
@@ -78,7 +72,7 @@ STOCHASTIC_IDS = [variant_id(v) for v in STOCHASTIC_VARIANTS]
 
 
 def needs_steps(name: str) -> bool:
-    return name not in ("ode_rk45", "scipy")
+    return sd.make_solver(name).nfe_per_step is not None
 
 
 def ring_score(name: str = "vp"):
@@ -393,17 +387,12 @@ def test_x_T_is_the_generators_first_draw_times_prior_std(name):
     assert torch.equal(res.trajectory[0], SDES[name].prior_std * z)
 
 
-# Solvers whose per-sample result cannot depend on the batch: everything fixed-step except the
-# batch-averaged Langevin step rule (ode_rk45, per-sample steps, is checked below; scipy uses one
-# error norm for the whole batch and torchsde one Brownian path, by design).
-def batch_coupled(name: str, options: dict) -> bool:
-    """Whether the solver's Langevin corrector takes batch means (its default step rule)."""
-    corrector = getattr(sd.make_solver(name, **options), "corrector", None)
-    return getattr(corrector, "step_norm", None) == "batch"
-
-
+# Solvers whose per-sample result cannot depend on the batch, as they declare it
+# (``per_sample_seeds``): everything fixed-step except the batch-averaged Langevin step rule
+# (ode_rk45, per-sample steps, is checked below; scipy uses one error norm for the whole batch and
+# torchsde one Brownian path, by design).
 PER_SAMPLE_VARIANTS = [
-    (name, opts) for name, opts in FIXED_VARIANTS if not batch_coupled(name, opts)
+    (name, opts) for name, opts in FIXED_VARIANTS if sd.make_solver(name, **opts).per_sample_seeds
 ] + [("pc", {"step_norm": "sample"}), ("langevin", {"step_norm": "sample"})]
 
 
@@ -457,34 +446,123 @@ def counting(score):
 
 
 N = 12
-EXPECTED_NFE = [
-    ("euler_maruyama", {}, N),
-    ("reverse_diffusion", {}, N),
-    ("ancestral", {}, N),
-    ("pc", {}, 2 * N),
-    ("pc", {"corrector_steps": 3}, 4 * N),
-    ("pc", {"corrector_steps": 0}, N),
-    ("pc", {"predictor": "none", "corrector_steps": 2}, 2 * N),
-    ("langevin", {"corrector_steps": 3, "step_norm": "sample"}, 3 * N),
-    ("ode_euler", {}, N),
-    ("ode_heun", {}, 2 * N),
-    ("ode_rk4", {}, 4 * N),
-    ("ddim", {"eta": 0.5}, N),
-    ("dpm_solver", {"order": 1}, N),
-    ("dpm_solver", {"order": 3}, N),
-    ("dpm_solver_sde", {"order": 2}, N),
-    ("unipc", {}, N),
+# Every solver in sd.SOLVERS with option variants that change its NFE (test below: all covered).
+NFE_VARIANTS = [
+    *FIXED_VARIANTS,
+    ("pc", {"corrector_steps": 3}),
+    ("pc", {"corrector_steps": 0}),
+    ("pc", {"predictor": "none", "corrector_steps": 2}),
+    ("langevin", {"corrector_steps": 3, "step_norm": "sample"}),
+    ("ddim", {"eta": 0.5}),
+    ("dpm_solver_sde", {"order": 2, "solver_type": "midpoint"}),
+    ("unipc", {"order": 1}),
+    ("restart", {"K": 0}),
+    ("restart", {"K": 1, "restart_steps": 3, "restart_gamma": 0.1}),
+    ("ode_rk45", {}),
+    ("scipy", {}),
+    *[("torchsde", {"method": m}) for m in ("euler", "milstein", "srk", "euler_heun")],
+    *[("torchsde", {"method": m}) for m in ("heun", "midpoint", "reversible_heun")],
+    ("torchsde", {"adaptive": True}),
 ]
 
 
+def test_nfe_variants_cover_every_solver():
+    assert {name for name, _ in NFE_VARIANTS} == set(sd.SOLVERS)
+
+
 @pytest.mark.parametrize("denoise", [False, True])
-@pytest.mark.parametrize(
-    "solver, options, nfe", EXPECTED_NFE, ids=[variant_id(v[:2]) for v in EXPECTED_NFE]
-)
-def test_nfe_is_the_number_of_score_calls(solver, options, nfe, denoise):
-    score, calls = counting(ring_score())
-    res = sd.sample(SDES["vp"], score, (8, 2), solver, steps=N, denoise=denoise, **options)
-    assert res.nfe == calls[0] == nfe + denoise
+@pytest.mark.parametrize("variant", NFE_VARIANTS, ids=[variant_id(v) for v in NFE_VARIANTS])
+def test_declared_nfe_is_the_number_of_score_calls(variant, denoise):
+    # The solver's declared count (``nfe(steps)``, from ``nfe_per_step``) against the calls
+    # counted here and by sample(), at several step counts (1 and 2 included); ``denoise`` adds
+    # one. Solvers that choose their own steps declare None and report what they made.
+    solver, options = variant
+    algo = sd.make_solver(solver, **options)
+    for steps in (1, 2, 5, 12):
+        score, calls = counting(ring_score())
+        res = sd.sample(
+            SDES["vp"],
+            score,
+            (8, 2),
+            solver,
+            steps=steps if algo.nfe_per_step is not None else None,
+            denoise=denoise,
+            generator=torch.Generator().manual_seed(0),
+            **options,
+        )
+        declared = algo.nfe(steps)
+        if algo.nfe_per_step is None:
+            assert declared is None and res.nfe == calls[0] > 0
+            break  # no steps to vary
+        assert res.nfe == calls[0] == declared + denoise, (steps, res.nfe, declared)
+
+
+def test_declared_nfe_of_the_paper_algorithms():
+    # The counts the algorithms have by construction (independent of the declarations above).
+    n = N
+    for solver, options, nfe in [
+        ("euler_maruyama", {}, n),
+        ("reverse_diffusion", {}, n),
+        ("ancestral", {}, n),
+        ("pc", {}, 2 * n),
+        ("pc", {"corrector_steps": 3}, 4 * n),
+        ("pc", {"corrector_steps": 0}, n),
+        ("pc", {"predictor": "none", "corrector_steps": 2}, 2 * n),
+        ("langevin", {"corrector_steps": 3, "step_norm": "sample"}, 3 * n),
+        ("ode_euler", {}, n),
+        ("ode_heun", {}, 2 * n),
+        ("ode_rk4", {}, 4 * n),
+        ("ddim", {"eta": 0.5}, n),
+        ("dpm_solver", {"order": 1}, n),
+        ("dpm_solver", {"order": 3}, n),
+        ("dpm_solver_sde", {"order": 2}, n),
+        ("unipc", {}, n),
+        ("edm", {}, 2 * n),
+        ("restart", {}, 2 * n + 2 * 2 * 2),
+    ]:
+        assert sd.make_solver(solver, **options).nfe(n) == nfe, (solver, options)
+
+
+METADATA = {"order": (int, float, type(None)), "nfe_per_step": (int, type(None))}
+METADATA |= {"stochastic": (bool,), "fixed_grid": (bool,), "per_sample_seeds": (bool,)}
+
+
+@pytest.mark.parametrize("name", sd.SOLVERS)
+def test_every_solver_class_declares_its_metadata_as_data(name):
+    algo = sd.make_solver(name)
+    for attr, types in METADATA.items():
+        declared = getattr(type(algo), attr)  # class data: the defaults' metadata ...
+        assert type(declared) in types, (name, attr, declared)
+        assert getattr(algo, attr) == declared, (name, attr)  # ... are the instance's
+    assert (algo.nfe_per_step is None) == (algo.nfe(10) is None)
+
+
+@pytest.mark.parametrize("variant", FIXED_VARIANTS, ids=FIXED_IDS)
+def test_declared_stochastic_matches_whether_the_generator_matters(variant):
+    # With x_T given, only a stochastic solver's samples depend on the generator.
+    solver, options = variant
+    x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
+    a, b = (
+        run(solver, options, x_T=x_T, generator=torch.Generator().manual_seed(s)).samples
+        for s in (1, 2)
+    )
+    assert torch.equal(a, b) != sd.make_solver(solver, **options).stochastic
+
+
+NOT_PER_SAMPLE = [(n, o) for n, o in NFE_VARIANTS if not sd.make_solver(n, **o).per_sample_seeds]
+
+
+@pytest.mark.parametrize("variant", NOT_PER_SAMPLE, ids=[variant_id(v) for v in NOT_PER_SAMPLE])
+def test_solvers_declaring_no_per_sample_seeds_reject_them_or_couple_the_batch(variant):
+    solver, options = variant
+    seeds = list(range(100, 116))
+    try:
+        big = run(solver, options, shape=(16, 2), seeds=seeds).samples
+    except ValueError as err:
+        assert "seeds" in str(err)
+        return
+    small = run(solver, options, shape=(4, 2), seeds=seeds[4:8]).samples
+    assert not torch.equal(small, big[4:8])
 
 
 @pytest.mark.parametrize(

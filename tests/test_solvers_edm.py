@@ -12,24 +12,23 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
 import pytest
 import torch
+from conftest import (
+    F64,
+    GAUSS,
+    GAUSS_MEAN,
+    GAUSS_STD,
+    RING,
+    RING_MEANS,
+    RING_STD,
+    SDES,
+    fitted_slope,
+)
 from torch.testing import assert_close
 
 import scoresde as sd
 from scoresde.metrics import mmd2, noise_floor
-
-F64 = torch.float64
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
-ANGLES = 2 * math.pi * torch.arange(8, dtype=F64) / 8
-RING_MEANS = 2 * torch.stack([ANGLES.cos(), ANGLES.sin()], 1)
-RING_STD = 0.2
-RING = sd.GaussianMixture(RING_MEANS, RING_STD)
-MEAN = torch.tensor([[1.0, -0.5, 2.0]], dtype=F64)
-STD = torch.tensor([[0.5, 0.3, 1.5]], dtype=F64)
-GAUSS = sd.GaussianMixture(MEAN, STD)
-
 
 # ---------------------------------------------------------------------------------------------
 # independent references, in EDM's variables
@@ -144,27 +143,19 @@ def test_edm_with_denoise_is_edms_sampler_with_one_more_sigma():
 # order 2 against the exact flow map
 
 
-def fitted_slope(steps, errors) -> float:
-    """Least-squares slope of log2(error) against log2(1/steps), above float64 round-off."""
-    keep = [(1 / n, e) for n, e in zip(steps, errors, strict=True) if e > 1e-10]
-    assert len(keep) >= 3, errors
-    h, e = np.log2(np.array(keep)).T
-    return float(np.polyfit(h, e, 1)[0])
-
-
 @pytest.mark.parametrize("name", list(SDES))
 def test_edm_has_global_order_2_against_the_exact_flow_map(name):
     # Gaussian data: the PF-ODE is linear and gaussian_flow_map is its exact solution. Default
     # (karras) grid over the whole sampling interval [T, eps].
     sde = SDES[name]
     x_T = sde.prior_sample((64, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
-    exact = sd.gaussian_flow_map(sde, MEAN, STD)(x_T, sde.T, sde.sampling_eps)
+    exact = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)(x_T, sde.T, sde.sampling_eps)
     steps = [2**k for k in range(4, 9)]
     errors = []
     for n in steps:
         res = sd.sample(sde, sd.exact_score(sde, GAUSS), x_T.shape, "edm", steps=n, x_T=x_T)
         errors.append(float((res.samples - exact).abs().max()))
-    slope = fitted_slope(steps, errors)
+    slope = fitted_slope([1 / n for n in steps], errors, 1e-10)
     assert abs(slope - 2) <= 0.25, (slope, errors)
 
 

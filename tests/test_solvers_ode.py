@@ -10,27 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import F64, GAUSS, GAUSS_MEAN, GAUSS_STD, SDES, fitted_slope
 from torch.testing import assert_close
 
 import scoresde as sd
 from scoresde.solvers.ode import FIXED_STEPS
 
-F64 = torch.float64
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
-MEAN = torch.tensor([[1.0, -0.5, 2.0]], dtype=F64)
-STD = torch.tensor([[0.5, 0.3, 1.5]], dtype=F64)
-DATA = sd.GaussianMixture(MEAN, STD)
 FLOOR = 1e-10  # errors below this are float64 round-off, not truncation error
-ORDERS = {"ode_euler": 1, "ode_heun": 2, "ode_rk4": 4}
-SCORE_CALLS_PER_STEP = {"ode_euler": 1, "ode_heun": 2, "ode_rk4": 4}
+#: The fixed-step Runge-Kutta solvers of ode.py; their order and NFE are read from the classes.
+RK_SOLVERS = ["ode_euler", "ode_heun", "ode_rk4"]
 
 
-def fitted_slope(step_sizes, errors) -> float:
-    """Least-squares slope of log2(error) against log2(step size), above the precision floor."""
-    keep = [(h, e) for h, e in zip(step_sizes, errors, strict=True) if e > FLOOR]
-    assert len(keep) >= 3, f"too few errors above the floor: {errors}"
-    h, e = np.log2(np.array(keep)).T
-    return float(np.polyfit(h, e, 1)[0])
+def order_of(solver: str) -> int:
+    return sd.make_solver(solver).order
 
 
 def prior_draw(sde, n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -39,7 +31,7 @@ def prior_draw(sde, n: int = 64, seed: int = 0) -> torch.Tensor:
 
 def exact_endpoint(sde, x_T: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     eps = sde.sampling_eps if eps is None else eps
-    return sd.gaussian_flow_map(sde, MEAN, STD)(x_T, sde.T, eps)
+    return sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)(x_T, sde.T, eps)
 
 
 @pytest.mark.parametrize("rule, order", [("euler", 1), ("heun", 2), ("rk4", 4)])
@@ -61,11 +53,11 @@ def test_fn_based_step_rules_have_their_order_on_exponential_decay(rule, order):
             y = FIXED_STEPS[rule](fn, y, t0, t1)
         errors.append(float((y - y0 * np.exp(-1.0)).abs().max()))
     assert calls == [0] * order * sum(steps)  # one call per stage (stages = order here), 0-d t
-    slope = fitted_slope([1 / n for n in steps], errors)
+    slope = fitted_slope([1 / n for n in steps], errors, FLOOR)
     assert abs(slope - order) <= 0.25, (slope, errors)
 
 
-@pytest.mark.parametrize("solver", list(ORDERS))
+@pytest.mark.parametrize("solver", RK_SOLVERS)
 @pytest.mark.parametrize("name", list(SDES))
 def test_fixed_step_order_on_logsnr_interval(name, solver):
     # lambda from -1 to 2 on a grid uniform in lambda, from an exact marginal sample at t(-1).
@@ -73,35 +65,35 @@ def test_fixed_step_order_on_logsnr_interval(name, solver):
     t_a = sde.t_from_log_snr(torch.tensor(-1.0, dtype=F64))
     g = torch.Generator().manual_seed(0)
     alpha, sigma = sde.marginal(t_a)
-    x_a = alpha * DATA.sample(64, generator=g) + sigma * torch.randn(64, 3, generator=g, dtype=F64)
-    score = sd.exact_score(sde, DATA)
+    x_a = alpha * GAUSS.sample(64, generator=g) + sigma * torch.randn(64, 3, generator=g, dtype=F64)
+    score = sd.exact_score(sde, GAUSS)
     steps = [2**k for k in range(3, 9)]
     errors = []
     for n in steps:
         grid = sde.t_from_log_snr(torch.linspace(-1.0, 2.0, n + 1, dtype=F64))
         res = sd.sample(sde, score, x_a.shape, solver, time_grid=grid, x_T=x_a)
-        exact = sd.gaussian_flow_map(sde, MEAN, STD)(x_a, grid[0], grid[-1])
+        exact = sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)(x_a, grid[0], grid[-1])
         errors.append(float((res.samples - exact).abs().max()))
-    slope = fitted_slope([1 / n for n in steps], errors)
-    assert abs(slope - ORDERS[solver]) <= 0.25, (slope, errors)
+    slope = fitted_slope([1 / n for n in steps], errors, FLOOR)
+    assert abs(slope - order_of(solver)) <= 0.25, (slope, errors)
 
 
-@pytest.mark.parametrize("solver", list(ORDERS))
+@pytest.mark.parametrize("solver", RK_SOLVERS)
 @pytest.mark.parametrize("name", list(SDES))
 def test_fixed_step_order_on_full_interval(name, solver):
     # [T, eps] on the solver's default (uniform) grid, from a prior draw: the sampling problem.
     sde = SDES[name]
     x_T = prior_draw(sde)
     exact = exact_endpoint(sde, x_T)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     steps = [2**k for k in range(5, 10)]
     errors = []
     for n in steps:
         res = sd.sample(sde, score, x_T.shape, solver, steps=n, x_T=x_T)
-        assert res.nfe == SCORE_CALLS_PER_STEP[solver] * n
+        assert res.nfe == sd.make_solver(solver).nfe(n)
         errors.append(float((res.samples - exact).abs().max()))
-    slope = fitted_slope([1 / n for n in steps], errors)
-    assert abs(slope - ORDERS[solver]) <= 0.25, (slope, errors)
+    slope = fitted_slope([1 / n for n in steps], errors, FLOOR)
+    assert abs(slope - order_of(solver)) <= 0.25, (slope, errors)
 
 
 @pytest.mark.parametrize("tol, bound", [(1e-6, 1e-5), (1e-8, 1e-7)])
@@ -112,7 +104,7 @@ def test_rk45_meets_its_tolerance_against_exact_flow(name, tol, bound):
     sde = SDES[name]
     x_T = prior_draw(sde)
     res = sd.sample(
-        sde, sd.exact_score(sde, DATA), x_T.shape, "ode_rk45", x_T=x_T, rtol=tol, atol=tol
+        sde, sd.exact_score(sde, GAUSS), x_T.shape, "ode_rk45", x_T=x_T, rtol=tol, atol=tol
     )
     assert float((res.samples - exact_endpoint(sde, x_T)).abs().max()) <= bound
     assert torch.equal(res.times, torch.tensor([sde.T, sde.sampling_eps], dtype=F64))
@@ -122,7 +114,7 @@ def test_rk45_reports_per_sample_step_counts_and_counts_its_nfe():
     sde = SDES["vp"]
     x_T = prior_draw(sde, n=32)
     calls = []
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
 
     def counted(x, t):
         calls.append(x.shape[0])
@@ -146,7 +138,7 @@ def test_rk45_rejects_steps_at_tight_tolerance_and_still_arrives():
     x_T = prior_draw(sde, n=8)
     res = sd.sample(
         sde,
-        sd.exact_score(sde, DATA),
+        sd.exact_score(sde, GAUSS),
         x_T.shape,
         "ode_rk45",
         x_T=x_T,
@@ -163,7 +155,7 @@ def test_rk45_max_steps_is_enforced():
     sde = SDES["vp"]
     with pytest.raises(RuntimeError, match="did not reach"):
         sd.sample(
-            sde, sd.exact_score(sde, DATA), (4, 3), "ode_rk45", rtol=1e-9, atol=1e-9, max_steps=3
+            sde, sd.exact_score(sde, GAUSS), (4, 3), "ode_rk45", rtol=1e-9, atol=1e-9, max_steps=3
         )
 
 
@@ -173,7 +165,7 @@ def test_rk45_sample_result_does_not_depend_on_its_batch():
     # (exp, log) vectorise differently for batch lengths 1 and 16.
     sde = SDES["ve"]
     x_T = prior_draw(sde, n=16, seed=3)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     batch = sd.sample(sde, score, x_T.shape, "ode_rk45", x_T=x_T)
     for k in (0, 5, 11):
         alone = sd.sample(sde, score, (1, 3), "ode_rk45", x_T=x_T[k : k + 1])
@@ -188,7 +180,7 @@ def test_scipy_solve_ivp_matches_exact_flow_and_reports_nfev(method):
     x_T = prior_draw(sde, n=8)
     res = sd.sample(
         sde,
-        sd.exact_score(sde, DATA),
+        sd.exact_score(sde, GAUSS),
         x_T.shape,
         "scipy",
         x_T=x_T,
@@ -217,19 +209,19 @@ def test_deterministic_solvers_from_one_x_T_reach_the_exact_endpoint(solver):
     sde = SDES["vp"]
     x_T = prior_draw(sde, n=16, seed=4)
     options = {} if solver in ("ode_rk45", "scipy") else {"steps": 1000}
-    res = sd.sample(sde, sd.exact_score(sde, DATA), x_T.shape, solver, x_T=x_T, **options)
+    res = sd.sample(sde, sd.exact_score(sde, GAUSS), x_T.shape, solver, x_T=x_T, **options)
     error = float((res.samples - exact_endpoint(sde, x_T)).abs().max())
     first_order = solver in ("ode_euler", "ddim")
     assert error <= (1e-2 if first_order else 1e-3), error
 
 
-@pytest.mark.parametrize("solver", list(ORDERS))
+@pytest.mark.parametrize("solver", RK_SOLVERS)
 def test_float32_run_matches_float64_run_to_float32_precision(solver):
     # dtype policy: float32 in, float32 out; schedules stay float64, so the float32 result is the
     # float64 one up to float32 round-off accumulated over the steps (~steps * eps32 relative).
     sde = SDES["vp"]
     x_T = prior_draw(sde, n=16, seed=5)
-    score = sd.exact_score(sde, DATA)
+    score = sd.exact_score(sde, GAUSS)
     r64 = sd.sample(sde, score, x_T.shape, solver, steps=100, x_T=x_T)
     r32 = sd.sample(sde, score, x_T.shape, solver, steps=100, x_T=x_T.float())
     assert r32.samples.dtype == torch.float32

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from conftest import F64, fitted_slope
 from torch.testing import assert_close
 
 import scoresde as sd
 from scoresde.solvers.base import Context, CountingScore
 
-F64 = torch.float64
 MEAN = torch.tensor([[1.0, -0.5]], dtype=F64)
 STD = torch.tensor([[0.5, 1.5]], dtype=F64)
 DATA = sd.GaussianMixture(MEAN, STD)
@@ -41,12 +40,6 @@ MIXTURE = sd.GaussianMixture(
 )
 
 
-def fitted_slope(step_sizes, errors) -> float:
-    """Least-squares slope of log2(error) against log2(step size)."""
-    h, e = np.log2(np.array([step_sizes, errors], dtype=float))
-    return float(np.polyfit(h, e, 1)[0])
-
-
 class GivenNoise:
     """A noise source that returns whatever the driver put in ``z`` (same value until reset)."""
 
@@ -54,9 +47,12 @@ class GivenNoise:
         self.z = None
         self.calls = 0
 
-    def __call__(self) -> torch.Tensor:
+    def normal(self) -> torch.Tensor:
         self.calls += 1
         return self.z
+
+    def __call__(self, t0: torch.Tensor, t1: torch.Tensor) -> torch.Tensor:
+        return self.normal()
 
 
 def drive(sde, data, solver_name, x, ts, zs, **options) -> torch.Tensor:

@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from ..noise import GaussianNoise, Noise
 from ..parameterization import tweedie_x0
-from ..sde import SDE, ScoreFn, randn
-from ..validation import batch_time, check_callable, check_choice, check_generator, check_int
+from ..sde import SDE, ScoreFn
+from ..validation import batch_time, check_callable, check_choice
 
-__all__ = ["Context", "CountingScore", "NoiseSource", "NonFiniteError", "Solver", "check_choice"]
+__all__ = [
+    "Context",
+    "CountingScore",
+    "Noise",
+    "NoiseSource",
+    "NonFiniteError",
+    "Solver",
+    "check_choice",
+]
 
 
 class NonFiniteError(FloatingPointError):
@@ -42,59 +50,22 @@ class CountingScore:
         return out.to(x.dtype)
 
 
-class NoiseSource:
-    """Standard normal draws shaped like the samples.
-
-    With ``seeds`` each sample has its own generator, so a sample's noise (and result) does not
-    depend on the batch it is drawn in (cf. EDM's ``StackedRandomGenerator``). Otherwise one
-    ``generator`` (or the global RNG) draws the whole batch.
-    """
-
-    def __init__(
-        self,
-        shape: Sequence[int],
-        device: torch.device,
-        dtype: torch.dtype,
-        generator: torch.Generator | None = None,
-        seeds: Sequence[int] | None = None,
-    ):
-        self.shape = tuple(shape)
-        self.device = device
-        self.dtype = dtype
-        self.generator = check_generator("generator", generator)
-        self.generators = None
-        if seeds is not None:
-            if generator is not None:
-                raise ValueError("give either generator or seeds (one int per sample), not both")
-            if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence | Tensor):
-                raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}")
-            if len(seeds) != self.shape[0]:
-                raise ValueError(
-                    f"seeds must have one entry per sample ({self.shape[0]}), got {len(seeds)}"
-                )
-            # torch.Generator.manual_seed takes any 64-bit pattern; negative seeds are refused so
-            # that one seed names one stream.
-            seeds = [check_int(f"seeds[{i}]", s, 0, 2**64 - 1) for i, s in enumerate(seeds)]
-            self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-
-    def __call__(self) -> Tensor:
-        if self.generators is not None:
-            return torch.stack(
-                [
-                    torch.randn(self.shape[1:], generator=g, device=self.device, dtype=self.dtype)
-                    for g in self.generators
-                ]
-            )
-        return randn(self.shape, self.generator, self.device, self.dtype)
+#: The default noise source under its earlier name (``guidance.py`` builds it).
+NoiseSource = GaussianNoise
 
 
 @dataclass
 class Context:
-    """What a solver sees: the SDE, the counted score, the noise source and the grid length."""
+    """What a solver sees: the SDE, the counted score, the noise source and the grid length.
+
+    ``noise(t0, t1)`` is the standard normal increment of a step over [t1, t0] (a Brownian
+    increment for ``noise="brownian"``), ``noise.normal()`` a draw outside any interval
+    (see ``scoresde.noise``).
+    """
 
     sde: SDE
     score: CountingScore
-    noise: NoiseSource
+    noise: Noise
     steps: int
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -132,16 +103,44 @@ class Solver:
     Fixed-step solvers implement ``step(ctx, i, t0, t1, x, state) -> (x, state)`` for one interval
     t0 > t1 of the grid (``init`` makes the state); the front door owns the grid, NFE counting,
     callbacks and non-finite checks. Solvers with ``fixed_grid = False`` implement ``integrate``.
+
+    Metadata (torchsde's ``base_solver.py``, diffrax's ``AbstractSolver``) is class data that the
+    front door, the tests, the benchmarks and ``compare`` read instead of lists of names. Where it
+    depends on an option (``pc``'s corrector steps, ``dpm_solver``'s order, ``edm``'s churn, ...)
+    the class value is the default options' and ``__init__`` sets the instance's own, so read it
+    from ``make_solver(name, **options)``.
     """
 
     name: ClassVar[str]
-    stochastic: ClassVar[bool] = False
+    #: Order of convergence in the step size h with the exact score, as the tests measure it: for
+    #: deterministic solvers the order of the step rule (local error O(h^(order + 1)); global
+    #: O(h^order) once a multistep method has its history), for stochastic ones the strong
+    #: (pathwise) order on our SDEs, whose noise is additive (``noise="brownian"`` shows it
+    #: through ``sample``). None: no order in h (Langevin correctors, whose step size does not
+    #: shrink with the grid; adaptive and external solvers, which follow their tolerances).
+    order: float | None = None
+    #: Score calls per grid step (None: the solver chooses its own steps). ``nfe(steps)`` is the
+    #: count for a whole solve.
+    nfe_per_step: int | None = 1
+    #: Whether the solver draws noise (simulates the reverse SDE rather than the PF-ODE).
+    stochastic: bool = False
     #: False for solvers that choose their own steps (``integrate``); they get only [T, eps].
-    fixed_grid: ClassVar[bool] = True
+    fixed_grid: bool = True
+    #: Whether a sample drawn with ``sample(seeds=...)`` (one generator per sample) is independent
+    #: of the rest of its batch (False: the batch couples the samples, or ``seeds`` is rejected).
+    per_sample_seeds: bool = True
     #: Grid used when ``time_grid`` is not given; chosen by ``benchmarks/samplers.py``.
     default_time_grid: ClassVar[str] = "uniform"
     #: Steps used when ``sample`` gets no ``steps`` (None: the solver needs them given).
     default_steps: ClassVar[int | None] = None
+
+    def nfe(self, steps: int) -> int | None:
+        """Score calls of ``sample(..., steps=steps)`` on a grid ending at eps > 0 (every named
+        grid does), without ``denoise``'s one extra call; None where the solver chooses its own
+        steps. ``nfe_per_step * steps`` unless a solver adds calls outside its grid steps
+        (``restart``). An explicit grid ending at t = 0 saves one call for each Euler step to
+        sigma = 0 (``edm``, ``restart``)."""
+        return None if self.nfe_per_step is None else self.nfe_per_step * steps
 
     def __init__(self) -> None:  # solvers without options; ``options()`` then lists none
         pass

@@ -40,7 +40,7 @@ class LangevinCorrector:
         tiny = torch.finfo(x.dtype).tiny
         for _ in range(self.n_steps):
             grad = ctx.score(x, t)
-            z = ctx.noise()
+            z = ctx.noise.normal()  # MCMC at a fixed time: no Brownian interval
             grad_norm = grad.flatten(1).norm(dim=1)
             noise_norm = z.flatten(1).norm(dim=1)
             if self.step_norm == "batch":
@@ -66,7 +66,7 @@ class AnnealedLangevinCorrector:
     def __call__(self, ctx: Context, x: Tensor, t: Tensor, t_lo: Tensor, t_hi: Tensor) -> Tensor:
         eps = self.step_size * ctx.coeffs(t)[1] ** 2
         for _ in range(self.n_steps):
-            x = x + 0.5 * eps * ctx.score(x, t) + torch.sqrt(eps) * ctx.noise()
+            x = x + 0.5 * eps * ctx.score(x, t) + torch.sqrt(eps) * ctx.noise.normal()
         return x
 
 

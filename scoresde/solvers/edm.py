@@ -127,6 +127,8 @@ class EDM(Solver):
     """
 
     name = "edm"
+    order, nfe_per_step = 2, 2
+    stochastic = False  # S_churn = 0; __init__ sets S_churn > 0
     default_time_grid = "karras"
     #: Steps when none are given (issue 20): as ``ode_heun`` (200 NFE); measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
@@ -147,10 +149,7 @@ class EDM(Solver):
             raise ValueError(f"need 0 <= S_tmin <= S_tmax, got S_tmin={S_tmin}, S_tmax={S_tmax}")
         self.S_churn, self.S_tmin, self.S_tmax = float(S_churn), float(S_tmin), float(S_tmax)
         self.S_noise = _check_s_noise(S_noise)
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.S_churn > 0
+        self.stochastic = self.S_churn > 0
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> _Plan:
         s0 = _sigma(ctx.sde, ts[:-1])
@@ -159,7 +158,8 @@ class EDM(Solver):
         return _plan(ctx.sde, ts, gamma, self.S_noise)
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state: _Plan):
-        noise = ctx.noise() if self.stochastic else None  # Alg. 2 draws eps_i every step
+        # Alg. 2 draws eps_i every step; the churn of step i is charged to its grid interval
+        noise = ctx.noise(t0, t1) if self.stochastic else None
         return _churned_heun_step(ctx, state, i, x, noise), state
 
 
@@ -198,6 +198,9 @@ class Restart(Solver):
     """
 
     name = "restart"
+    # Defaults' metadata (K = 2); __init__ sets the instance's. Order: none with restarts, whose
+    # restart_steps do not grow with the grid; with K = 0 it is edm's Heun sampler (2).
+    order, nfe_per_step, stochastic = None, 2, True
     default_time_grid = "karras"
     #: Steps when none are given (issue 20): 100 Heun steps plus the restarts (208 NFE).
     default_steps = 100
@@ -226,10 +229,12 @@ class Restart(Solver):
         self.K, self.restart_steps = K, restart_steps
         self.restart_gamma = float(restart_gamma)
         self.S_noise = _check_s_noise(S_noise)
+        self.stochastic = self.K > 0
+        self.order = None if self.K > 0 else 2
 
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.K > 0
+    def nfe(self, steps: int) -> int:
+        """2 per Heun step on the grid, plus K restarts of ``restart_steps`` Heun steps."""
+        return 2 * steps + 2 * self.K * self.restart_steps
 
     def check(self, sde: SDE, steps: int | None) -> None:
         s_top = float(_sigma(sde, torch.tensor(sde.T, dtype=torch.float64)))
@@ -273,8 +278,10 @@ class Restart(Solver):
         if i == state.after:
             churn = self.restart_gamma > 0
             for _ in range(self.K):
-                # Forward jump sigma_min -> sigma_max: x_hat + sqrt(max^2 - min^2) z.
-                x = state.a_max * (x / state.a_min + state.jump * ctx.noise())
+                # Forward jump sigma_min -> sigma_max: x_hat + sqrt(max^2 - min^2) z, fresh
+                # noise (normal(), not a Brownian increment: the restarts re-run an interval).
+                x = state.a_max * (x / state.a_min + state.jump * ctx.noise.normal())
                 for k in range(self.restart_steps):  # the ODE back to sigma_min
-                    x = _churned_heun_step(ctx, state.restart, k, x, ctx.noise() if churn else None)
+                    z = ctx.noise.normal() if churn else None
+                    x = _churned_heun_step(ctx, state.restart, k, x, z)
         return x, state

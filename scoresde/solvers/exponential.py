@@ -153,16 +153,15 @@ class DDIM(Solver):
     """
 
     name = "ddim"
+    order = 1
+    stochastic = False  # eta = 0; __init__ sets eta > 0
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
 
     def __init__(self, eta: float = 0.0):
         self.eta = check_real("eta", eta, 0.0, 1.0)
-
-    @property
-    def stochastic(self) -> bool:  # type: ignore[override]
-        return self.eta > 0
+        self.stochastic = self.eta > 0
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict[str, Tensor]:
         # x_1 = (alpha_1/alpha_0) x + (alpha_1 sigma_0^2/alpha_0 - c sigma_0) score + sigma_eta z
@@ -173,7 +172,7 @@ class DDIM(Solver):
         return {"x": a1 / a0, "score": a1 * s0**2 / a0 - c * s0, "noise": torch.sqrt(var_eta)}
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        noise = ctx.noise() if self.eta > 0 else None
+        noise = ctx.noise(t0, t1) if self.eta > 0 else None
         return affine_step(state, i, x, ctx.score(x, t0), noise), state
 
 
@@ -196,6 +195,7 @@ class DPMSolver(Solver):
     """
 
     name = "dpm_solver"
+    order = 3  # the option's default; __init__ sets the instance's
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 100
@@ -250,12 +250,15 @@ class DPMSolverSDE(Solver):
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 200
+    order = 1  # strong, additive noise, for both multistep orders
     stochastic = True
     #: Chosen by benchmarks/samplers.py (error per NFE at 10-50 steps); see docs/samplers.md.
     default_time_grid = "quadratic"
 
     def __init__(self, order: int = 2, solver_type: str = "taylor", lower_order_final: bool = True):
-        self.order = check_choice("order", order, (1, 2))
+        # The Taylor order of the data-prediction integral; the strong order stays 1 (``order``)
+        # as the noise term uses one Gaussian per step (measured in tests/test_noise.py).
+        self.multistep_order = check_choice("order", order, (1, 2))
         self.solver_type = check_choice("solver_type", solver_type, ("taylor", "midpoint"))
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
 
@@ -264,7 +267,7 @@ class DPMSolverSDE(Solver):
         h = lam.diff()
         # int_0^h 2 e^{-2(h-u)} u^k/k! du = (2h)^k phi_{k+1}(2h) / 2^k: substitute w = 2u.
         p1, p2, _ = _phis(2 * h, -1)
-        orders = _orders(self.order, ts, self.lower_order_final)
+        orders = _orders(self.multistep_order, ts, self.lower_order_final)
         phis = (p1, p2, torch.zeros_like(p1))
         w = _multistep_weights(h, phis, orders, self.solver_type == "midpoint") * a1[:, None]
         ratio, noise = (s1 / s0) * torch.exp(-h), s1 * torch.sqrt(p1)
@@ -282,8 +285,8 @@ class DPMSolverSDE(Solver):
         }
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        x1 = _multistep(ctx, i, t0, x, state, self.order)
-        return torch.addcmul(x1, state["noise"][i], ctx.noise()), state
+        x1 = _multistep(ctx, i, t0, x, state, self.multistep_order)
+        return torch.addcmul(x1, state["noise"][i], ctx.noise(t0, t1)), state
 
 
 def _unipc_weights(
@@ -346,6 +349,7 @@ class UniPC(Solver):
     """
 
     name = "unipc"
+    order = 4  # UniP-3 + UniC; __init__ sets the instance's (order option + corrector)
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 100
@@ -360,7 +364,8 @@ class UniPC(Solver):
         corrector: bool = True,
         lower_order_final: bool = True,
     ):
-        self.order = check_choice("order", order, (1, 2, 3))
+        # UniP-p has order p, UniC raises it to p + 1 (``order`` is the metadata of the pair).
+        self.predictor_order = check_choice("order", order, (1, 2, 3))
         self.prediction = check_choice("prediction", prediction, ("data", "noise"))
         # B(h) with hh = -h (data) or +h (noise): bh2 = e^hh - 1 is bounded in the data form but
         # grows like e^h in the noise form; bh1 = hh grows only linearly. Benchmarked
@@ -370,14 +375,15 @@ class UniPC(Solver):
         self.variant = check_choice("variant", variant, ("bh1", "bh2"))
         self.corrector = check_bool("corrector", corrector)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.order = self.predictor_order + self.corrector
 
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> dict:
         a0, s0, a1, s1, lam = _intervals(ctx, ts)
-        orders = _orders(self.order, ts, self.lower_order_final)
+        orders = _orders(self.predictor_order, ts, self.lower_order_final)
         data = self.prediction == "data"
         # The weights come from small per-step linear solves: on the host, in float64, once.
         lam = lam.cpu().tolist()
-        steps, keep = len(orders), self.order + 1
+        steps, keep = len(orders), self.predictor_order + 1
         pred = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
         corr = np.zeros((steps, keep))  # the corrector applied at step i
         for s, p in enumerate(orders):
@@ -412,7 +418,7 @@ class UniPC(Solver):
         }
 
     def step(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor, state):
-        _push_output(ctx, i, t0, x, state, self.order + 1)
+        _push_output(ctx, i, t0, x, state, self.predictor_order + 1)
         ms, orders = state["ms"], state["orders"]
         if self.corrector and state["x_prev"] is not None:  # x_i from x_{i-1}, m_i, m_{i-1}, ...
             x = _combine(

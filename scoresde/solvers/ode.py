@@ -56,6 +56,7 @@ class ODEEuler(Solver):
     """
 
     name = "ode_euler"
+    order = 1
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
@@ -74,6 +75,7 @@ class ODEHeun(Solver):
     """
 
     name = "ode_heun"
+    order, nfe_per_step = 2, 2
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 100
@@ -91,6 +93,7 @@ class ODERK4(Solver):
     """
 
     name = "ode_rk4"
+    order, nfe_per_step = 4, 4
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 50
@@ -252,6 +255,7 @@ class RK45(Solver):
 
     name = "ode_rk45"
     fixed_grid = False
+    nfe_per_step = None  # adaptive: 6 calls per attempted step, plus 2 to start
 
     def __init__(
         self,
@@ -351,6 +355,8 @@ class Scipy(Solver):
 
     name = "scipy"
     fixed_grid = False
+    nfe_per_step = None  # adaptive, in solve_ivp
+    per_sample_seeds = False  # one error norm for the whole batch: a sample depends on it
 
     def __init__(self, method: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
         self.method = check_scipy_method(method)

@@ -34,6 +34,10 @@ class PredictorCorrector(Solver):
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 500
     stochastic = True
+    # Metadata of the defaults (one Langevin step with the batch rule, then the predictor);
+    # __init__ sets each instance's own.
+    nfe_per_step = 2
+    per_sample_seeds = False
     #: Chosen by benchmarks/samplers.py for the default per-sample step rule (64-D); 2-D data with
     #: ``step_norm="batch"`` does better on "quadratic" (docs/samplers.md).
     default_time_grid = "uniform"
@@ -52,6 +56,14 @@ class PredictorCorrector(Solver):
         self.corrector = make_corrector(corrector, snr, corrector_steps, step_size, step_norm)
         if self.predictor is None and self.corrector is None:
             raise ValueError("predictor and corrector cannot both be 'none'")
+        n_corrector = self.corrector.n_steps if self.corrector is not None else 0
+        self.nfe_per_step = n_corrector + (self.predictor is not None)
+        # The predictor's strong order alone; none with a corrector, whose step size (set by
+        # snr or step_size) does not shrink with the grid.
+        self.order = self.predictor.order if n_corrector == 0 and self.predictor else None
+        # The Langevin corrector's batch rule couples the samples through its batch-mean step.
+        batch_rule = getattr(self.corrector, "step_norm", None) == "batch"
+        self.per_sample_seeds = n_corrector == 0 or not batch_rule
 
     def check(self, sde: SDE, steps: int) -> None:
         if self.predictor is not None:
@@ -79,6 +91,7 @@ class Langevin(PredictorCorrector):
     #: Steps when none are given (issue 20); what they reach on the hard mixtures is measured by
     #: benchmarks/defaults.py (docs/samplers.md, "Defaults measured on hard data").
     default_steps = 1000
+    nfe_per_step = 1  # corrector_steps
     default_time_grid = "uniform"  # no grid helps corrector-only sampling (benchmarks/samplers.py)
 
     def __init__(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..noise import BrownianTreeNoise
 from ..sde import SDE, ReverseSDE, as_time, batch_coeff
 from ..validation import check_bool, check_choice, check_positive
 from .base import Context, Solver
@@ -58,6 +59,19 @@ def to_torchsde(
     return TorchsdeSDE(sde, event_shape, sde_type)
 
 
+#: Drift evaluations per step of torchsde's fixed-step methods (measured through ``sample``'s
+#: NFE count by tests/test_sampling.py's declared-vs-measured test). torchsde's other two methods
+#: do not run here: ``adjoint_reversible_heun`` is for adjoints only, ``log_ode`` is Stratonovich
+#: but not in ``_STRATONOVICH``.
+_NFE_PER_STEP = {
+    "euler": 1,
+    "milstein": 1,
+    "srk": 10,
+    "euler_heun": 1,
+    "heun": 2,
+    "midpoint": 2,
+    "reversible_heun": 1,
+}
 _STRATONOVICH = ("midpoint", "heun", "euler_heun", "reversible_heun", "log_ode_midpoint")
 
 
@@ -74,6 +88,15 @@ class TorchsdeSolver(Solver):
     name = "torchsde"
     stochastic = True
     fixed_grid = False  # torchsde owns its time stepping; the front door passes only [T, eps]
+    per_sample_seeds = False  # one Brownian path for the batch: seeds are rejected
+    nfe_per_step = 1  # method="euler"; __init__ sets the method's (None when adaptive)
+
+    def nfe(self, steps: int) -> int | None:
+        """Per step as ``nfe_per_step``, plus the one call ``sdeint`` makes to check shapes and,
+        for ``reversible_heun``, one for its initial state."""
+        if self.nfe_per_step is None:
+            return None
+        return self.nfe_per_step * steps + 1 + (self.method == "reversible_heun")
 
     def __init__(
         self, method: str = "euler", adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3
@@ -84,6 +107,8 @@ class TorchsdeSolver(Solver):
         self.adaptive = check_bool("adaptive", adaptive)
         # rtol = -1 made torchsde's controller shrink forever (150 s, 299k NFE).
         self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
+        # None for the methods that do not run (see _NFE_PER_STEP).
+        self.nfe_per_step = None if self.adaptive else _NFE_PER_STEP.get(self.method)
 
     @property
     def default_steps(self) -> int | None:  # type: ignore[override]
@@ -97,6 +122,12 @@ class TorchsdeSolver(Solver):
     def integrate(self, ctx: Context, x: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
         import torchsde
 
+        if isinstance(ctx.noise, BrownianTreeNoise):
+            # Its dyadic tree (halfway_tree) recursed without end on torchsde's own tensor times.
+            raise ValueError(
+                "solver 'torchsde' draws its own Brownian interval from generator; "
+                "noise='brownian' applies to the fixed-step solvers (use noise='gaussian')"
+            )
         if ctx.noise.generators is not None:
             raise ValueError(
                 "solver 'torchsde' draws one Brownian path for the whole batch; per-sample seeds "
