@@ -163,7 +163,7 @@ class TwistedSMC(Solver):
         # Reverse kernel of [t1, t0] with the untwisted and the twisted score.
         sde = ctx.sde
         a, v = sde.transition(t1, t0)
-        var = v * torch.exp(2 * (sde._log_sigma(t1) - sde._log_sigma(t0)))
+        var = v * torch.exp(2 * (sde.log_sigma(t1) - sde.log_sigma(t0)))
         a, v, c = a.to(dtype), v.to(dtype), torch.sqrt(var).to(dtype)
         mean_u = (x + v * s) / a
         shift = v / a * grad  # twisted mean - untwisted mean

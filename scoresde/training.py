@@ -478,7 +478,7 @@ def train_classifier(
         x0, y = data[idx.to(dev)], labels[idx.to(dev)].to(dev)
         t = sample_times(batch_size, sde.T, eps, generator=generator, device=dev)
         z = torch.randn(x0.shape, generator=generator, device=g_dev, dtype=x0.dtype).to(dev)
-        alpha, sigma = torch.exp(sde._log_alpha(t)), torch.exp(sde._log_sigma(t))
+        alpha, sigma = torch.exp(sde.log_alpha(t)), torch.exp(sde.log_sigma(t))
         x_t = batch_coeff(alpha, x0) * x0 + batch_coeff(sigma, x0) * z
         loss = nn.functional.cross_entropy(classifier(x_t, t.to(x0.dtype)), y)
         opt.zero_grad(set_to_none=True)
