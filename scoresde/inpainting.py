@@ -293,7 +293,9 @@ class Replacement(StepHook):
     def replace(self, ctx: Context, x: Tensor, t: Tensor) -> Tensor:
         alpha, sigma = ctx.coeffs(t)
         known = self.known
-        diffused = batch_coeff(alpha, known) * known + batch_coeff(sigma, known) * ctx.noise()
+        diffused = (
+            batch_coeff(alpha, known) * known + batch_coeff(sigma, known) * ctx.noise.normal()
+        )
         return torch.where(self.mask, diffused, x)
 
     def start(self, ctx: Context, x: Tensor, ts: Tensor) -> Tensor:
@@ -315,7 +317,7 @@ class Replacement(StepHook):
                 x = self.replace(ctx, x, ts[b])
             else:  # forward step t_a -> t_b > t_a
                 coef, var = ctx.sde.transition(ts[a], ts[b])
-                x = batch_coeff(coef, x) * x + batch_coeff(torch.sqrt(var), x) * ctx.noise()
+                x = batch_coeff(coef, x) * x + batch_coeff(torch.sqrt(var), x) * ctx.noise.normal()
             self.pos += 1
         return x
 

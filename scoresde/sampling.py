@@ -101,7 +101,7 @@ class StepHook:
 
     ``start`` gets x_T and returns the state the solver starts from; ``__call__`` gets the state
     after step i (t0 -> t1) and returns the state the next step starts from. Both see the solve's
-    ``Context``: score calls through ``ctx.score`` count in ``nfe`` and ``ctx.noise()`` draws from
+    ``Context``: score calls through ``ctx.score`` count in ``nfe`` and ``ctx.noise`` draws from
     the same source, in order. A hook is an object, so it can carry state from step to step, and
     it runs inside the loop: it must not sync with the host (no ``.item()``, no Python branch on
     tensor values). The inpainters (``inpainting.py``) are built on it.

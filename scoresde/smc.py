@@ -167,7 +167,7 @@ class TwistedSMC(Solver):
         a, v, c = a.to(dtype), v.to(dtype), torch.sqrt(var).to(dtype)
         mean_u = (x + v * s) / a
         shift = v / a * grad  # twisted mean - untwisted mean
-        z = ctx.noise()
+        z = ctx.noise.normal()
         if i < ctx.steps - 1:
             x_new = mean_u + shift + c * z
             log_psi_new, st.grad, st.score = self._twist(ctx, x_new, t1, st.noise_end)
