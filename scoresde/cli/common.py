@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cliutil import NONNEGATIVE_INT, THREADS_HINT, HelpFormatter
+from ..cliutil import NONNEGATIVE_INT, THREADS_HINT, HelpFormatter, check_device
 
 
 def add_command(subparsers, name: str, help: str, description: str = "") -> argparse.ArgumentParser:
@@ -25,3 +25,12 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
         default=0,
         help=f"torch CPU threads, 0: torch's default (one per core); {THREADS_HINT}",
     )
+
+
+def apply_common_flags(args: argparse.Namespace) -> None:
+    """Check --device (before any work) and apply --threads."""
+    import torch
+
+    check_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)

@@ -14,7 +14,6 @@ from ..cliutil import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
     THREADS_HINT,
-    check_device,
     int_at_least,
     list_of,
     load_checkpoint_model,
@@ -30,12 +29,11 @@ from ..comparison import (
     write_outputs,
 )
 from ..sampling import SOLVERS
+from .common import apply_common_flags
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_common_flags(args)
     problem = args.problem or "ring"
     if args.checkpoint is None and args.data is not None:
         raise SystemExit("scoresde: --data goes with --checkpoint (a --problem brings its own)")

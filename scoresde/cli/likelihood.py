@@ -10,11 +10,10 @@ from ..cliutil import (
     POSITIVE_INT,
     THREADS_HINT,
     TimeBar,
-    check_device,
     load_checkpoint_model,
     say,
 )
-from .common import add_command, add_common_flags
+from .common import add_command, add_common_flags, apply_common_flags
 from .data import data_help, load_data, transform
 
 
@@ -23,9 +22,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
 
     from ..likelihood import bits_per_dim, dequantize, log_likelihood
 
-    check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_common_flags(args)
     model, meta = load_checkpoint_model(args.checkpoint, device=args.device)
     model.eval()
     x, _ = load_data(args.data, args.n, args.seed + 1, args.data_key)

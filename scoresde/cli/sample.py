@@ -7,9 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cliutil import POSITIVE_INT, check_device, float_in, load_checkpoint_model
+from ..cliutil import POSITIVE_INT, float_in, load_checkpoint_model
 from ..comparison import parse_options
-from .common import add_command, add_common_flags
+from .common import add_command, add_common_flags, apply_common_flags
 from .data import load_data, transform
 
 #: Image file suffixes ``scoresde sample --out`` writes as a figure (matplotlib picks the format).
@@ -30,10 +30,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"--out {args.out!r}: the name must end in .npy (the samples as an array) or in one "
             f"of {', '.join(FIGURE_SUFFIXES)} (a figure)"
         )
-    check_device(args.device)
+    apply_common_flags(args)
     out.parent.mkdir(parents=True, exist_ok=True)  # fails now rather than after sampling
-    if args.threads:
-        torch.set_num_threads(args.threads)
     options = parse_options(args.option or [], " given to --option")
     fixed = sorted(set(options) & RESERVED_OPTIONS.keys())
     if fixed:

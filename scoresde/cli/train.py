@@ -10,13 +10,14 @@ from ..cliutil import (
     POSITIVE_FLOAT,
     POSITIVE_INT,
     THREADS_HINT,
-    check_device,
     float_in,
     int_at_least,
     say,
 )
 from ..comparison import SDES
-from .common import add_command, add_common_flags
+from ..losses import WEIGHTINGS
+from ..parameterization import PARAMETERIZATIONS
+from .common import add_command, add_common_flags, apply_common_flags
 from .data import data_help, load_data, standardize, transform
 
 #: Training defaults by kind of data, used for each of these flags that is not given. Vectors:
@@ -74,9 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..nets import ResidualMLP, UNet
     from ..training import TrainConfig, Trainer
 
-    check_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_common_flags(args)
     torch.manual_seed(args.seed)  # before anything is built: the network's initialisation
     x, labels = load_data(args.data, args.n_data, args.seed, args.data_key, args.label_key)
     x, num_classes, standardize = _check_training_data(args, x, labels)
@@ -208,13 +207,13 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     tr.add_argument(
         "--weighting",
         default="sigma2",
-        choices=("sigma2", "likelihood", "none"),
+        choices=WEIGHTINGS,
         help="DSM loss weighting lambda(t): sigma(t)^2, g(t)^2 (likelihood) or 1",
     )
     tr.add_argument(
         "--parameterization",
         default="eps",
-        choices=("eps", "score", "x0", "v"),
+        choices=PARAMETERIZATIONS,
         help="what the network predicts",
     )
     tr.add_argument(
