@@ -20,6 +20,8 @@ import scoresde as sd
 F64 = torch.float64
 #: Song et al.'s three SDEs with their default parameters.
 SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
+#: The same with the cosine VP schedule, for the tests of schedule quantities.
+SDES_COSINE = {**SDES, "vp_cosine": sd.VPSDE(schedule="cosine")}
 #: One anisotropic 3-D Gaussian: the reverse SDE with its exact score is linear and the PF-ODE's
 #: flow map is known in closed form (``sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)``).
 GAUSS_MEAN = torch.tensor([[1.0, -0.5, 2.0]], dtype=F64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SDES
 from torch.testing import assert_close
 
 import scoresde as sd
@@ -24,8 +25,6 @@ from scoresde.oracle import ClassConditionalMixture, exact_class_score, exact_cl
 from scoresde.training import train_classifier
 
 F64 = torch.float64
-
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(0.01, 50.0)}
 
 
 def gm(means, stds, weights=None) -> sd.GaussianMixture:

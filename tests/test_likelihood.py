@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from conftest import SDES
 
 import scoresde as sd
-
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
 
 
 def _mixture(d: int, seed: int = 0) -> sd.GaussianMixture:

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from conftest import SDES
 from scipy import stats
 from torch import nn
 from torch.testing import assert_close
@@ -28,11 +29,6 @@ from scoresde.model import ScoreModel
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-}
 SDE_NAMES = list(SDES)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SDES
 from test_parameterization import _draw, _rel_err, _times
 from torch import nn
 from torch.testing import assert_close
@@ -17,11 +18,6 @@ from scoresde.model import PARAMETERIZATIONS, ScoreModel, prediction_from_score
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-}
 SDE_NAMES = list(SDES)
 
 

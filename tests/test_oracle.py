@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import SDES_COSINE as SDES
 from scipy.integrate import solve_ivp
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 from torch.testing import assert_close
@@ -19,12 +20,6 @@ import scoresde as sd
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-    "vp_cosine": sd.VPSDE(schedule="cosine"),
-}
 NAMES = list(SDES)
 
 

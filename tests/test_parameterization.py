@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SDES_COSINE as SDES
 from torch import nn
 from torch.testing import assert_close
 
@@ -30,12 +31,6 @@ from scoresde.parameterization import (
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "vp-cosine": sd.VPSDE(schedule="cosine"),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-}
 SDE_NAMES = list(SDES)
 
 

@@ -12,18 +12,13 @@ import math
 import pytest
 import torch
 import torchsde
+from conftest import SDES_COSINE as SDES
 from torch.testing import assert_close
 
 import scoresde as sd
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-    "vp_cosine": sd.VPSDE(schedule="cosine"),
-}
 NAMES = list(SDES)
 
 COSINE_S = 0.008

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torchsde
+from conftest import SDES_COSINE as SDES
 from torch.testing import assert_close
 
 import scoresde as sd
@@ -17,12 +18,6 @@ from scoresde.metrics import MMD, kernel_sum, mmd2
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-    "vp_cosine": sd.VPSDE(schedule="cosine"),
-}
 NAMES = list(SDES)
 
 
