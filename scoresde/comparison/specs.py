@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..sampling import SOLVERS, make_solver, sample
 
@@ -17,9 +17,9 @@ def _parse_value(v: str) -> Any:
         return low == "true"
     if low == "none":
         return None
-    for cast in (int, float):
+    for convert in (int, float):
         try:
-            return cast(v)
+            return convert(v)
         except ValueError:
             pass
     return v.strip()
@@ -36,7 +36,7 @@ def parse_options(items: Iterable[str], context: str = "") -> dict[str, Any]:
     return options
 
 
-def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str, Any]]:
+def parse_solver(spec: str | Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """``"name"``, ``("name", {options})`` or ``"name:key=val,key=val"`` -> (name, options).
 
     Examples
@@ -52,8 +52,10 @@ def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str
         options = parse_options(items, f" in solver spec {spec!r}")
         name = name.strip()
     else:
-        name, options = spec
-        options = dict(options)
+        # A (name, options) pair; the cast because mypy keeps str in Sequence[Any] after the
+        # isinstance test above.
+        name, given = cast(Sequence[Any], spec)
+        options = dict(given)
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; valid solvers are {SOLVERS}")
     return name, options

@@ -89,7 +89,7 @@ class TorchsdeSolver(Solver):
     stochastic = True
     fixed_grid = False  # torchsde owns its time stepping; the front door passes only [T, eps]
     per_sample_seeds = False  # one Brownian path for the batch: seeds are rejected
-    nfe_per_step = 1  # method="euler"; __init__ sets the method's (None when adaptive)
+    nfe_per_step: int | None = 1  # method="euler"; __init__ sets the method's (None when adaptive)
 
     def nfe(self, steps: int) -> int | None:
         """Per step as ``nfe_per_step``, plus the one call ``sdeint`` makes to check shapes and,
