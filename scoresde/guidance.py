@@ -96,7 +96,7 @@ def classifier_free_guidance(
     check_callable("uncond_score_fn", uncond_score_fn)
     scale, interval = _check_scale(scale), _check_interval(interval)
 
-    def score_fn(x: Tensor, t: TimeLike) -> Tensor:
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
         if scale == 1.0:
             return cond_score_fn(x, t)
         if scale == 0.0 and interval is None:
@@ -203,7 +203,7 @@ def classifier_guidance(
     check_callable("log_prob_y_fn", log_prob_y_fn)
     scale = _check_scale(scale)
 
-    def guided(x: Tensor, t: TimeLike) -> Tensor:
+    def guided(x: Tensor, t: Tensor) -> Tensor:
         return score_fn(x, t) + scale * _grad_log_prob(log_prob_y_fn, x, t)
 
     return guided

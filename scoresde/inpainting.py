@@ -207,7 +207,7 @@ def inpaint(
     if steps is None:
         raise ValueError("inpaint needs steps (an integer >= 1)")
     steps = check_int("steps", steps, 1)
-    sample_options = dict(
+    sample_options: dict[str, Any] = dict(
         eps=eps,
         time_grid=time_grid or METHOD_TIME_GRIDS[method],
         generator=generator,
@@ -309,6 +309,7 @@ class Replacement(StepHook):
     def __call__(self, ctx: Context, i: int, t0: Tensor, t1: Tensor, x: Tensor) -> Tensor:
         x = self.replace(ctx, x, t1)
         path, ts = self.path, self.ts
+        assert path is not None  # start() set it
         self.pos += 1  # the solver's step: path[pos - 1] = i -> path[pos] = i + 1
         while self.pos + 1 < len(path) and path[self.pos + 1] != i + 2:  # a jump back up
             a, b = path[self.pos], path[self.pos + 1]

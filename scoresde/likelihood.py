@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -81,18 +81,22 @@ def _divergence_fn(sde: SDE, score: CountingScore, event: tuple[int, ...], diver
                 )
             if divergence == "exact":
                 sf = s.reshape(s.shape[0], -1)
-                tr = sum(
-                    torch.autograd.grad(sf[:, i].sum(), x, retain_graph=i < d - 1)[0].reshape(
-                        s.shape[0], -1
-                    )[:, i]
-                    for i in range(d)
+                # A sum of d >= 1 tensors is a tensor (``sum`` is typed to allow its start, 0).
+                tr = cast(
+                    Tensor,
+                    sum(
+                        torch.autograd.grad(sf[:, i].sum(), x, retain_graph=i < d - 1)[0].reshape(
+                            s.shape[0], -1
+                        )[:, i]
+                        for i in range(d)
+                    ),
                 )
             else:
-                tr = 0.0
+                tr_sum: Tensor | float = 0.0
                 for v in probes:
                     (jv,) = torch.autograd.grad((s * v).sum(), x, retain_graph=True)
-                    tr = tr + (jv * v).reshape(s.shape[0], -1).sum(1)
-                tr = tr / len(probes)
+                    tr_sum = tr_sum + (jv * v).reshape(s.shape[0], -1).sum(1)
+                tr = cast(Tensor, tr_sum) / len(probes)  # n_probes >= 1 terms: a tensor
         f, g2 = sde.f(t), sde.g2(t)
         drift = batch_coeff(f, x) * x.detach() - 0.5 * batch_coeff(g2, x) * s.detach()
         div = (f * d - 0.5 * g2 * tr.detach()).to(y.dtype)
@@ -154,10 +158,11 @@ def log_likelihood(
     n_probes = check_int("n_probes", n_probes, 1)
     check_positive("rtol", rtol)
     check_positive("atol", atol)
+    fixed_steps = 0  # steps of a fixed-step integrator
     if integrator in FIXED_STEPS:
         if steps is None:
             raise ValueError(f"integrator {integrator!r} needs steps (an integer >= 1)")
-        steps = check_int("steps", steps, 1)
+        fixed_steps = check_int("steps", steps, 1)
     if integrator == "scipy":
         check_scipy_method(method)
     check_generator("generator", generator)
@@ -182,7 +187,7 @@ def log_likelihood(
         elif integrator == "scipy":
             y, _ = scipy_solve(fn, y, eps, sde.T, method, rtol, atol)
         else:
-            ts = torch.linspace(eps, sde.T, steps + 1, dtype=torch.float64, device=y.device)
+            ts = torch.linspace(eps, sde.T, fixed_steps + 1, dtype=torch.float64, device=y.device)
             for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
                 y = FIXED_STEPS[integrator](fn, y, t0, t1)
         parts.append((y[:, :-1].reshape(xc.shape), y[:, -1], chunk_stats))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 from .model import ScoreModel
 from .sde import VPSDE, batch_coeff, randn
@@ -40,7 +41,7 @@ def sample_times(
 
 def dsm_loss(
     sde,
-    model: ScoreModel,
+    model: ScoreModel | DistributedDataParallel,
     x0: Tensor,
     weighting: str = "sigma2",
     eps: float = TRAIN_EPS,
@@ -62,6 +63,7 @@ def dsm_loss(
     factor 1/2.
     ``t`` ((batch,) or 0-d, in [0, T]) and ``noise`` (x0's shape) may be given to fix the draw;
     otherwise t ~ U(eps, T) with 0 < eps < T. ``reduction="none"`` gives per-sample losses.
+    ``model`` is a ``ScoreModel`` or its ``DistributedDataParallel`` wrapper (``Trainer``'s).
     """
     check_choice("weighting", weighting, WEIGHTINGS)
     check_choice("time_sampling", time_sampling, TIME_SAMPLING)

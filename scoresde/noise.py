@@ -46,6 +46,16 @@ BROWNIAN_DIGITS = 9
 class Noise(Protocol):
     """What a solver calls for its Gaussian draws (``Context.noise``)."""
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The generator of the whole batch's draws (None: the global RNG, or ``seeds``)."""
+        ...
+
+    @property
+    def generators(self) -> list[torch.Generator] | None:
+        """One generator per sample (``sample(seeds=...)``), else None."""
+        ...
+
     def normal(self) -> Tensor:
         """A standard normal draw of the samples' shape that belongs to no time interval."""
         ...
@@ -76,7 +86,7 @@ class GaussianNoise:
         self.device = device
         self.dtype = dtype
         self.generator = check_generator("generator", generator)
-        self.generators = None
+        self.generators: list[torch.Generator] | None = None
         if seeds is not None:
             if generator is not None:
                 raise ValueError("give either generator or seeds (one int per sample), not both")
@@ -153,6 +163,14 @@ class BrownianTreeNoise:
             for seed in base.entropy()  # one tree, or one per sample
         ]
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        return self.base.generator
+
+    @property
+    def generators(self) -> list[torch.Generator] | None:
+        return self.base.generators
+
     def normal(self) -> Tensor:
         return self.base.normal()
 
@@ -164,6 +182,6 @@ class BrownianTreeNoise:
                 f"t = {float(t0):.12g} to {float(t1):.12g} is shorter (use fewer steps)"
             )
         lo, hi = min(a, b), max(a, b)
-        dw = [tree(lo, hi) for tree in self.trees]
-        dw = torch.stack(dw) if self.per_sample else dw[0]
+        dws = [tree(lo, hi) for tree in self.trees]
+        dw = torch.stack(dws) if self.per_sample else dws[0]
         return (dw * ((1.0 if b > a else -1.0) / math.sqrt(hi - lo))).to(self.dtype)

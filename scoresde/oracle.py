@@ -42,7 +42,7 @@ class GaussianMixture:
         ``(K,)`` non-negative with a positive sum (normalised here); default uniform.
     """
 
-    def __init__(self, means, stds, weights=None):
+    def __init__(self, means, stds, weights=None) -> None:
         means = torch.as_tensor(means)
         if means.dtype == torch.bool or means.is_complex():
             raise TypeError(f"means must be real numbers, got {means.dtype}")

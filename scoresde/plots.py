@@ -255,6 +255,8 @@ def plot_samples_grid(
             ax.imshow((g.squeeze(-1) if g.shape[-1] == 1 else g).numpy(), cmap="gray")
             ax.axis("off")
         elif x.dim() == 2 and x.shape[1] >= 2:
+            if limit is None:  # set above from the first panel when that one holds points
+                raise ValueError("plotting points after an image panel needs an explicit limit")
             if reference is not None and name != reference_label:
                 r = reference[:max_points].detach().cpu().float()
                 ax.scatter(r[:, 0], r[:, 1], s=1, c="0.8", alpha=0.5)

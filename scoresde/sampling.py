@@ -114,6 +114,13 @@ class StepHook:
         return x
 
 
+def solver_class(name: str) -> type[Solver]:
+    """The class of the solver called ``name``, not constructed: its metadata is class data."""
+    if name not in _SOLVER_CLASSES:
+        raise ValueError(f"unknown solver {name!r}; valid solvers are {SOLVERS}")
+    return _SOLVER_CLASSES[name]
+
+
 def make_solver(solver: str | Solver, **options) -> Solver:
     """A solver object from its name and keyword options (unknown names/options are errors)."""
     if isinstance(solver, Solver):
@@ -124,9 +131,7 @@ def make_solver(solver: str | Solver, **options) -> Solver:
         return solver
     if not isinstance(solver, str):
         raise TypeError(f"solver must be a name in {SOLVERS} or a Solver, got {solver!r}")
-    if solver not in _SOLVER_CLASSES:
-        raise ValueError(f"unknown solver {solver!r}; valid solvers are {SOLVERS}")
-    return _SOLVER_CLASSES[solver].create(**options)
+    return solver_class(solver).create(**options)
 
 
 def make_time_grid(

@@ -476,7 +476,7 @@ def sde_from_config(config: dict) -> SDE:
     cls = {c.__name__: c for c in SDE_CLASSES.values()}.get(kind)
     if cls is VESDE:
         return VESDE(cfg["sigma_min"], cfg["sigma_max"], cfg.get("T", 1.0))
-    if cls is not None:
+    if cls is not None and issubclass(cls, _BetaSDE):
         schedule = cfg.get("schedule", "linear")
         if schedule == "linear":
             return cls(cfg["beta_min"], cfg["beta_max"], "linear", cfg.get("T"))

@@ -208,14 +208,16 @@ class Trainer:
     # -- one step -----------------------------------------------------------------------------
     def _batch_indices(self, step: int) -> Tensor:
         epoch, i = divmod(step, self.steps_per_epoch)
-        if self._perm[0] != epoch:
+        perm_epoch, perm = self._perm
+        if perm is None or perm_epoch != epoch:
             # One shuffle per epoch, moved to the data's device once: indexing GPU data with CPU
             # indices would copy (and synchronise) every step.
             g = torch.Generator().manual_seed(_seed(self.config.seed, epoch, 0xDA7A))
             perm = torch.randperm(self.data.shape[0], generator=g)[self.rank :: self.world]
-            self._perm = (epoch, perm.to(self.data.device))
+            perm = perm.to(self.data.device)
+            self._perm = (epoch, perm)
         b = self.config.batch_size
-        return self._perm[1][i * b : (i + 1) * b]
+        return perm[i * b : (i + 1) * b]
 
     def loss_at(self, step: int) -> Tensor:
         """The loss of step ``step`` on this rank (deterministic given the weights)."""
@@ -227,6 +229,8 @@ class Trainer:
         if self.labels is not None:
             y = self.labels[idx].to(self.device)
             if cfg.p_uncond > 0:
+                # __init__ refused p_uncond > 0 for a net without classes
+                assert self.num_classes is not None
                 drop = torch.rand(y.shape, generator=g, device=self.device) < cfg.p_uncond
                 y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         net = self.ddp if self.ddp is not None else self.model
@@ -258,7 +262,7 @@ class Trainer:
         if cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         bad = ~(torch.isfinite(loss.detach()) & torch.isfinite(norm)) & (self._first_bad < 0)
         self._first_bad = torch.where(bad, self.step, self._first_bad)
         self.optimizer.step()

@@ -144,7 +144,10 @@ def check_device(name: str, value: Any) -> torch.device | None:
         dev = torch.device(value)
     except RuntimeError as err:
         raise ValueError(f"{name} must name a torch device (e.g. 'cpu', 'cuda:0'): {err}") from None
-    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    available: dict[str, Callable[[], bool]] = {
+        "cuda": torch.cuda.is_available,
+        "mps": torch.backends.mps.is_available,
+    }
     if dev.type in available and not available[dev.type]():
         raise ValueError(f"{name} {value!r} is not available on this machine")
     return dev
@@ -199,7 +202,7 @@ def check_times(name: str, t: Any, T: float) -> Any:
     v = _scalar(t)
     if _is_bool(v) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name} must be a real number or a tensor, got {t!r}")
-    if not 0 <= v <= T:  # NaN fails too
+    if v < 0 or not v <= T:  # NaN fails the second test
         raise ValueError(f"{name} must lie in [0, T] = [0, {T}], got {t!r}")
     return t
 

@@ -13,6 +13,7 @@ from scoresde.comparison import (
     Problem,
     checkpoint_problem,
     compare,
+    is_adaptive,
     markdown_table,
     mixture_problem,
     parse_options,
@@ -150,6 +151,16 @@ def test_problems_and_solver_specs():
         parse_solver("dpm_solver:order")
     with pytest.raises(ValueError, match="'=3' is not key=value"):
         parse_options(["=3"])
+
+
+def test_is_adaptive_reads_the_solver_metadata():
+    # Adaptive (rtol/atol runs, no steps) means nfe_per_step is None: the two step-size
+    # controlled solvers, and torchsde only with its adaptive option.
+    assert [name for name in sd.SOLVERS if is_adaptive(name, {})] == ["ode_rk45", "scipy"]
+    assert is_adaptive("torchsde", {"adaptive": True}) and not is_adaptive("torchsde", {})
+    assert is_adaptive("ode_rk45", {"rtol": 1e-3, "time_grid": "uniform"})  # a sample keyword
+    # Invalid options do not raise here (the run reports them): the class's metadata decides.
+    assert is_adaptive("ode_rk45", {"bogus": 1}) and not is_adaptive("dpm_solver", {"order": 7})
 
 
 def _run(argv):

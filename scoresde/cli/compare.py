@@ -89,6 +89,9 @@ DEMO_STEPS = (5, 10, 20, 50, 100)
 def cmd_demo(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    solvers: tuple[str, ...]
+    steps: tuple[int, ...]
+    rtols: tuple[float, ...]
     if args.quick:
         solvers, steps, n, rtols = DEMO_SOLVERS[3:6] + ("ode_rk45",), (5, 10), 500, (1e-3,)
     else:

@@ -48,7 +48,7 @@ def load_data(name: str, n: int, seed: int, key: str | None = None, label_key: s
     raise ValueError(f"unknown data {name!r}; valid: {data_help()}")
 
 
-def _labels(arr, n: int, key: str):
+def _labels(arr, n: int, key: str | None):
     """Integer class labels 0..K-1 of shape (n,) from a .npz array."""
     import numpy as np
     import torch

@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)  # before anything is built: the network's initialisation
     x, labels = load_data(args.data, args.n_data, args.seed, args.data_key, args.label_key)
     x, num_classes, standardize = _check_training_data(args, x, labels)
+    net: ResidualMLP | UNet
     if x.dim() == 2:
         net = ResidualMLP(x.shape[1], hidden=args.width, depth=args.depth, num_classes=num_classes)
     elif x.dim() == 4:

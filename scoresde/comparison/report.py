@@ -35,7 +35,7 @@ def write_outputs(table: ComparisonTable, out: str | Path, trajectory: bool = Tr
     ]
     ok = [r for r in table.rows if not r.error]
     for m in table.metrics:
-        if any(r.metrics[m] is not None and math.isfinite(r.metrics[m]) for r in ok):
+        if any((v := r.metrics[m]) is not None and math.isfinite(v) for r in ok):
             files.append(plots.plot_error_vs_nfe(table, out / f"error_vs_nfe_{m}.png", m))
         else:
             say(f"compare: no error_vs_nfe_{m}.png: no run has a finite {m}")
@@ -79,6 +79,7 @@ def write_outputs(table: ComparisonTable, out: str | Path, trajectory: bool = Tr
             eps=table.meta["eps"],
             return_trajectory=True,
         )
+        assert res.trajectory is not None  # return_trajectory=True
         files.append(
             plots.plot_trajectories(
                 res.trajectory,

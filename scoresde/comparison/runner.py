@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -203,7 +204,7 @@ def compare(
     ref_seconds = time.perf_counter() - t_ref
     ref, ref_nfe = ref_res.samples, ref_res.nfe
 
-    runs = []
+    runs: list[tuple[str, int | None, dict[str, Any]]] = []
     for name, options in specs:
         if is_adaptive(name, options):
             opts = (

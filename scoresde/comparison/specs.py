@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from ..sampling import SOLVERS, make_solver, sample
+from ..sampling import SOLVERS, make_solver, sample, solver_class
+from ..solvers.base import Solver
 
 
 def _parse_value(v: str) -> Any:
@@ -17,9 +18,9 @@ def _parse_value(v: str) -> Any:
         return low == "true"
     if low == "none":
         return None
-    for cast in (int, float):
+    for convert in (int, float):
         try:
-            return cast(v)
+            return convert(v)
         except ValueError:
             pass
     return v.strip()
@@ -36,7 +37,7 @@ def parse_options(items: Iterable[str], context: str = "") -> dict[str, Any]:
     return options
 
 
-def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str, Any]]:
+def parse_solver(spec: str | Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """``"name"``, ``("name", {options})`` or ``"name:key=val,key=val"`` -> (name, options).
 
     Examples
@@ -52,8 +53,10 @@ def parse_solver(spec: str | tuple[str, dict] | Sequence) -> tuple[str, dict[str
         options = parse_options(items, f" in solver spec {spec!r}")
         name = name.strip()
     else:
-        name, options = spec
-        options = dict(options)
+        # A (name, options) pair; the cast because mypy keeps str in Sequence[Any] after the
+        # isinstance test above.
+        name, given = cast(Sequence[Any], spec)
+        options = dict(given)
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; valid solvers are {SOLVERS}")
     return name, options
@@ -79,26 +82,35 @@ def solver_label(name: str, options: dict[str, Any]) -> str:
     return name + "(" + ",".join(f"{k}={v}" for k, v in shown.items()) + ")"
 
 
-def is_adaptive(name: str, options: dict[str, Any]) -> bool:
-    """Whether the solver chooses its own steps (it then takes ``rtol`` / ``atol``, not steps)."""
-    # TODO(meta): adaptive by name; switch to the solver class's ``fixed_grid`` attribute.
-    if name in ("ode_rk45", "scipy"):
-        return True
-    return name == "torchsde" and bool(options.get("adaptive", False))
-
-
 #: Options of a solver spec that go to ``sample`` itself (time_grid, rho, denoise, ...).
 _SAMPLE_KEYWORDS = frozenset(
     p.name for p in inspect.signature(sample).parameters.values() if p.kind is p.KEYWORD_ONLY
 )
 
 
+def _build(name: str, options: dict[str, Any]) -> Solver | None:
+    """The solver a spec's options build (``sample``'s own keywords left out), or None when they
+    are invalid: the run then reports the error in its row."""
+    solver_options = {k: v for k, v in options.items() if k not in _SAMPLE_KEYWORDS}
+    try:
+        return make_solver(name, **solver_options)
+    except (ValueError, TypeError):
+        return None
+
+
+def is_adaptive(name: str, options: dict[str, Any]) -> bool:
+    """Whether the solver chooses its own steps (it then takes ``rtol`` / ``atol``, not steps).
+
+    Read from the metadata, ``nfe_per_step is None``, of the solver the options build (an option
+    can change it: torchsde's ``adaptive``), or of its class where the options are invalid.
+    """
+    solver = _build(name, options)
+    return (solver if solver is not None else solver_class(name)).nfe_per_step is None
+
+
 def is_deterministic(name: str, options: dict[str, Any]) -> bool | None:
     """Whether the solver integrates the PF-ODE (None when its options are invalid)."""
     # TODO(meta): stochastic from an instance built from the options; switch to the solver
     # class's ``stochastic`` attribute (where options such as ddim's eta do not change it).
-    try:
-        solver_options = {k: v for k, v in options.items() if k not in _SAMPLE_KEYWORDS}
-        return not make_solver(name, **solver_options).stochastic
-    except (ValueError, TypeError):
-        return None
+    solver = _build(name, options)
+    return None if solver is None else not solver.stochastic

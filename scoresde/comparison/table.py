@@ -7,7 +7,7 @@ import csv
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ class ComparisonTable:
         self,
         rows: list[Row],
         noise_floor: dict[str, tuple[float, float]],
-        metrics: Sequence[str],
+        metrics: Iterable[str],
         meta: dict[str, Any],
         samples: dict[tuple, Tensor] | None = None,
         target: Tensor | None = None,

@@ -209,6 +209,7 @@ class ConditionEmbedding(nn.Module):
         check_time_embed(time_embed)
         check_even("embed_dim", embed_dim)
         self.num_classes = check_num_classes(num_classes)
+        self.time: GaussianFourierProjection | SinusoidalEmbedding
         if time_embed == "fourier":
             self.time = GaussianFourierProjection(embed_dim)
         else:
@@ -221,8 +222,9 @@ class ConditionEmbedding(nn.Module):
     def forward(self, t: Tensor, y: Tensor | None = None) -> Tensor:
         c = self.mlp(self.time(t))
         if self.label is not None:
-            if y is None:
-                y = torch.full((t.shape[0],), self.num_classes, dtype=torch.long, device=t.device)
+            if y is None:  # the null label num_classes: the table's last row
+                null = self.label.num_embeddings - 1
+                y = torch.full((t.shape[0],), null, dtype=torch.long, device=t.device)
             c = c + self.label(y)
         elif y is not None:
             raise ValueError("y was given but the network was built with num_classes=None")

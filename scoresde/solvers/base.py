@@ -130,9 +130,9 @@ class Solver:
     #: of the rest of its batch (False: the batch couples the samples, or ``seeds`` is rejected).
     per_sample_seeds: bool = True
     #: Grid used when ``time_grid`` is not given; chosen by ``benchmarks/samplers.py``.
-    default_time_grid: ClassVar[str] = "uniform"
+    default_time_grid: str = "uniform"
     #: Steps used when ``sample`` gets no ``steps`` (None: the solver needs them given).
-    default_steps: ClassVar[int | None] = None
+    default_steps: int | None = None
 
     def nfe(self, steps: int) -> int | None:
         """Score calls of ``sample(..., steps=steps)`` on a grid ending at eps > 0 (every named

@@ -382,26 +382,26 @@ class UniPC(Solver):
         orders = _orders(self.predictor_order, ts, self.lower_order_final)
         data = self.prediction == "data"
         # The weights come from small per-step linear solves: on the host, in float64, once.
-        lam = lam.cpu().tolist()
+        lams = lam.cpu().tolist()
         steps, keep = len(orders), self.predictor_order + 1
-        pred = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
-        corr = np.zeros((steps, keep))  # the corrector applied at step i
+        pred_w = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
+        corr_w = np.zeros((steps, keep))  # the corrector applied at step i
         for s, p in enumerate(orders):
             if p > 0:  # p == 0: the last step ends at sigma = 0, see _end_at_zero
-                ws, w = _unipc_weights(lam, s, range(s - 1, s - p, -1), False, data, self.variant)
-                pred[s, 0] = ws
+                ws, w = _unipc_weights(lams, s, range(s - 1, s - p, -1), False, data, self.variant)
+                pred_w[s, 0] = ws
                 for j, wj in w.items():
-                    pred[s, s - j] = wj
+                    pred_w[s, s - j] = wj
             if self.corrector and s > 0:  # correct x~_s with the output at it (offset 0)
                 q = orders[s - 1]
                 nodes = range(s - 2, s - 1 - q, -1)
-                ws, w = _unipc_weights(lam, s - 1, nodes, True, data, self.variant)
-                corr[s, 1] = ws
+                ws, w = _unipc_weights(lams, s - 1, nodes, True, data, self.variant)
+                corr_w[s, 1] = ws
                 for j, wj in w.items():
-                    corr[s, s - j] = wj
+                    corr_w[s, s - j] = wj
         scale = (a1 if data else s1).cpu()
-        pred = (-scale[:, None] * torch.from_numpy(pred)).to(x.device)
-        corr = torch.from_numpy(corr)
+        pred = (-scale[:, None] * torch.from_numpy(pred_w)).to(x.device)
+        corr = torch.from_numpy(corr_w)
         corr[1:] *= -scale[:-1, None]
         ratio = s1 / s0 if data else a1 / a0
         _end_at_zero(orders, ratio, pred, data, a0, s0, a1)

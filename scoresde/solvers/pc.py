@@ -10,7 +10,7 @@ from .base import Context, Solver
 from .correctors import make_corrector
 from .sde import Ancestral, EulerMaruyama, ReverseDiffusion
 
-PREDICTORS = {
+PREDICTORS: dict[str, type[Solver] | None] = {
     "reverse_diffusion": ReverseDiffusion,
     "euler_maruyama": EulerMaruyama,
     "ancestral": Ancestral,
@@ -52,7 +52,8 @@ class PredictorCorrector(Solver):
         step_norm: str = "batch",
     ):
         check_choice("predictor", predictor, tuple(PREDICTORS))
-        self.predictor = PREDICTORS[predictor]() if PREDICTORS[predictor] else None
+        predictor_cls = PREDICTORS[predictor]
+        self.predictor = predictor_cls() if predictor_cls else None
         self.corrector = make_corrector(corrector, snr, corrector_steps, step_size, step_norm)
         if self.predictor is None and self.corrector is None:
             raise ValueError("predictor and corrector cannot both be 'none'")
@@ -65,7 +66,7 @@ class PredictorCorrector(Solver):
         batch_rule = getattr(self.corrector, "step_norm", None) == "batch"
         self.per_sample_seeds = n_corrector == 0 or not batch_rule
 
-    def check(self, sde: SDE, steps: int) -> None:
+    def check(self, sde: SDE, steps: int | None) -> None:
         if self.predictor is not None:
             self.predictor.check(sde, steps)
 

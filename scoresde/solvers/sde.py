@@ -91,7 +91,7 @@ class Ancestral(Solver):
     def __init__(self, variance: str = "posterior"):
         self.variance = check_choice("variance", variance, ("posterior", "beta"))
 
-    def check(self, sde: SDE, steps: int) -> None:
+    def check(self, sde: SDE, steps: int | None) -> None:
         if sde.ancestral_rule is None:
             raise ValueError(
                 "solver 'ancestral' needs an SDE with a discrete chain (VPSDE: DDPM, VESDE: SMLD); "

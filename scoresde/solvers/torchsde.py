@@ -89,7 +89,9 @@ class TorchsdeSolver(Solver):
     stochastic = True
     fixed_grid = False  # torchsde owns its time stepping; the front door passes only [T, eps]
     per_sample_seeds = False  # one Brownian path for the batch: seeds are rejected
-    nfe_per_step = 1  # method="euler"; __init__ sets the method's (None when adaptive)
+    nfe_per_step: int | None = 1  # method="euler"; __init__ sets the method's (None when adaptive)
+    #: 500 fixed steps (as ``euler_maruyama``); __init__ sets None with ``adaptive=True``.
+    default_steps: int | None = 500
 
     def nfe(self, steps: int) -> int | None:
         """Per step as ``nfe_per_step``, plus the one call ``sdeint`` makes to check shapes and,
@@ -109,11 +111,7 @@ class TorchsdeSolver(Solver):
         self.rtol, self.atol = check_positive("rtol", rtol), check_positive("atol", atol)
         # None for the methods that do not run (see _NFE_PER_STEP).
         self.nfe_per_step = None if self.adaptive else _NFE_PER_STEP.get(self.method)
-
-    @property
-    def default_steps(self) -> int | None:  # type: ignore[override]
-        """500 fixed steps (as ``euler_maruyama``); none with ``adaptive=True``."""
-        return None if self.adaptive else 500
+        self.default_steps = None if self.adaptive else type(self).default_steps
 
     def check(self, sde: SDE, steps: int | None) -> None:
         if not self.adaptive and not steps:
