@@ -16,7 +16,8 @@ import time
 import torch
 
 import scoresde as sd
-from scoresde.solvers.base import Context, CountingScore, NoiseSource
+from scoresde.noise import GaussianNoise
+from scoresde.solvers.base import Context, CountingScore
 
 
 def per_call_us(fn, n: int = 2000, repeats: int = 7) -> float:
@@ -39,7 +40,7 @@ def main() -> None:
     for name, sde in (("vp", sd.VPSDE()), ("ve", sd.VESDE())):
         score = sd.exact_score(sde, mix)
         counted = CountingScore(score)
-        ctx = Context(sde, counted, NoiseSource(x.shape, x.device, x.dtype), 1)
+        ctx = Context(sde, counted, GaussianNoise(x.shape, x.device, x.dtype), 1)
         s = score(x, t)
         rows = {
             "exact_score": lambda score=score: score(x, t),

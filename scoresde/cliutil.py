@@ -151,7 +151,7 @@ def check_device(name: str | None) -> None:
 
 
 def load_checkpoint_model(path: str, **kwargs):
-    """``training.load_model`` with every failure to read the files naming the checkpoint."""
+    """``checkpoint.load_model`` with every failure to read the files naming the checkpoint."""
     from .training import load_model
 
     try:

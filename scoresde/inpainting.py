@@ -291,7 +291,7 @@ class Replacement(StepHook):
         self.known, self.mask, self.solver, self.path = known, mask, solver, path
 
     def replace(self, ctx: Context, x: Tensor, t: Tensor) -> Tensor:
-        alpha, sigma = ctx.coeffs(t)
+        alpha, sigma = ctx.marginal(t)
         known = self.known
         diffused = (
             batch_coeff(alpha, known) * known + batch_coeff(sigma, known) * ctx.noise.normal()

@@ -88,8 +88,9 @@ class SDE:
 
     Subclasses implement ``_log_alpha(t)``, ``_log_sigma(t)``, ``_f(t)``, ``_g2(t)`` and
     ``_t_from_log_snr(lam)`` on float64 tensors of checked times. Everything else uses the public
-    float64 primitives ``log_alpha``, ``log_sigma``, ``log_snr``, ``t_from_log_snr``, ``f``,
-    ``g2`` and ``coeffs`` (all of them for a grid), which check t and handle its device.
+    primitives ``log_alpha``, ``log_sigma``, ``f``, ``g2`` and ``coeffs`` (all of them for a grid),
+    float64, and ``log_snr``, ``t_from_log_snr`` (computed in float64, returned in the dtype of
+    their argument), which check t and handle its device.
     """
 
     #: Short name (``SDE_CLASSES``, the command line's ``--sde``) and the label in tables/plots.

@@ -90,6 +90,7 @@ class TwistedSMC(Solver):
 
     name = "smc"
     stochastic = True
+    per_sample_seeds = False  # resampling couples a row's particles: seeds are rejected
 
     def __init__(
         self,
@@ -112,7 +113,7 @@ class TwistedSMC(Solver):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(log psi_t(x), grad_x log psi_t(x), score) with one score call and one VJP."""
         dtype, m = x.dtype, self.m
-        alpha, sigma = ctx.coeffs(t)
+        alpha, sigma = ctx.marginal(t)
         tau2 = (sigma / alpha) ** 2 - noise_end + self.twist_var_floor
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
@@ -129,7 +130,12 @@ class TwistedSMC(Solver):
     def init(self, ctx: Context, x: Tensor, ts: Tensor) -> Particles:
         if x.shape[0] != self.b * self.k:
             raise ValueError(f"TwistedSMC needs {self.b} * {self.k} samples, got {x.shape[0]}")
-        alpha_end, sigma_end = ctx.coeffs(ts[-1])
+        if ctx.noise.generators is not None:
+            # Resampling mixes a row's particles, so no sample can depend on its own seed alone.
+            raise ValueError(
+                "TwistedSMC resamples across particles; per-sample seeds are not supported"
+            )
+        alpha_end, sigma_end = ctx.marginal(ts[-1])
         noise_end = (sigma_end / alpha_end) ** 2
         log_psi, grad, s = self._twist(ctx, x, ts[0], noise_end)
         state = Particles(

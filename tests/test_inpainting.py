@@ -16,6 +16,7 @@ import scoresde as sd
 from scoresde.cliutil import mask_from_spec
 from scoresde.inpainting import INPAINT_METHODS, Replacement, inpaint, repaint_schedule
 from scoresde.sampling import StepHook
+from scoresde.smc import TwistedSMC
 
 
 def test_repaint_schedule_traverses_every_segment_repeats_times():
@@ -272,3 +273,23 @@ def test_inpaint_runs_on_cuda_with_a_cuda_generator(method):
     # Every draw (noise, RePaint's re-noising, SMC's resampling) must happen on the data's device.
     _, res = inpaint_eight_d(method, steps=20, particles=4, device="cuda")
     assert res.samples.device.type == "cuda"
+
+
+def test_smc_runs_on_the_brownian_tree_and_rejects_per_sample_seeds():
+    # Its resampling draws from the noise source's generator: the Brownian tree's (the Gaussian
+    # source it wraps) must give the same reproducible run, and per-sample seeds, which cannot
+    # make a particle depend on its own seed alone, are refused.
+    sde, data = SDES["vp"], eight_d()
+    known = data.sample(2, torch.Generator().manual_seed(0))
+    mask = torch.tensor([True] * 4 + [False] * 4)
+    score = sd.exact_score(sde, data)
+
+    def run(**kw):
+        smc = TwistedSMC(known, mask.expand_as(known), particles=4)
+        return sd.sample(sde, score, (8, 8), smc, steps=6, dtype=F64, **kw).samples
+
+    a = run(noise="brownian", generator=torch.Generator().manual_seed(3))
+    b = run(noise="brownian", generator=torch.Generator().manual_seed(3))
+    assert torch.isfinite(a).all() and torch.equal(a, b)
+    with pytest.raises(ValueError, match="seeds"):
+        run(seeds=list(range(8)))

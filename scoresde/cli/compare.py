@@ -69,8 +69,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-#: The demo's solvers: SDE, PC, ODE and exponential-integrator families (pc and annealed
-#: Langevin with the batch step-size norm, which is stable in 2-D; see benchmarks/samplers.py).
+#: The demo's solvers: SDE, PC, ODE and exponential-integrator families (pc with the batch
+#: step-size norm, which is stable in 2-D; see benchmarks/samplers.py).
 DEMO_SOLVERS = (
     "euler_maruyama",
     "ancestral",

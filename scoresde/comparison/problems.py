@@ -216,7 +216,7 @@ def checkpoint_problem(
     device: torch.device | str | None = None,
     seed: int = 0,
 ) -> Problem:
-    """A trained checkpoint (``training.load_model``: safetensors + JSON, nothing unpickled) with
+    """A trained checkpoint (``checkpoint.load_model``: safetensors + JSON, nothing unpickled) with
     a reference data set; the target is the data distribution.
 
     ``score_fn`` is the model (EMA weights unless ``ema=False``) under ``torch.no_grad()``; the

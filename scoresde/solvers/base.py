@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from ..noise import GaussianNoise, Noise
+from ..noise import Noise
 from ..parameterization import tweedie_x0
 from ..sde import SDE, ScoreFn
 from ..validation import batch_time, check_callable, check_choice
@@ -18,7 +18,6 @@ __all__ = [
     "Context",
     "CountingScore",
     "Noise",
-    "NoiseSource",
     "NonFiniteError",
     "Solver",
     "check_choice",
@@ -50,10 +49,6 @@ class CountingScore:
         return out.to(x.dtype)
 
 
-#: The default noise source under its earlier name (``guidance.py`` builds it).
-NoiseSource = GaussianNoise
-
-
 @dataclass
 class Context:
     """What a solver sees: the SDE, the counted score, the noise source and the grid length.
@@ -69,32 +64,28 @@ class Context:
     steps: int
     stats: dict[str, Any] = field(default_factory=dict)
 
-    def coeffs(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """(alpha_t, sigma_t) in the schedule's float64."""
+    def marginal(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(alpha_t, sigma_t) in the schedule's float64 (``sde.marginal``)."""
         return self.sde.marginal(t)
-
-    def reverse_drift(self, x: Tensor, t: Tensor, score: Tensor, c: float = 1.0) -> Tensor:
-        """``sde.reverse_drift``: c = 1 for the reverse SDE, 1/2 for the probability-flow ODE."""
-        return self.sde.reverse_drift(x, t, score, c)
 
     def pf_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """Probability-flow ODE drift f x - g^2 score / 2 (Song et al. Eq. 13); one score call."""
-        return self.reverse_drift(x, t, self.score(x, t), 0.5)
+        return self.sde.reverse_drift(x, t, self.score(x, t), 0.5)
 
     def data_pred(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
         """Tweedie's x0 estimate (x + sigma^2 score) / alpha (``tweedie_x0``)."""
-        return tweedie_x0(x, score, *self.coeffs(t))
+        return tweedie_x0(x, score, *self.marginal(t))
 
 
 def affine_step(
-    coeffs: dict[str, Tensor], i: int, x: Tensor, score: Tensor, noise: Tensor | None = None
+    weights: dict[str, Tensor], i: int, x: Tensor, score: Tensor, noise: Tensor | None = None
 ) -> Tensor:
     """x_1 = c_x[i] x + c_score[i] score (+ c_noise[i] noise), for solvers whose step is this
     affine map with per-step scalars computed once for the grid in ``init``: a step then launches
     one fused ``addcmul`` per term (0-d weights on the device, no sync) and no schedule arithmetic.
     """
-    x1 = torch.addcmul(coeffs["x"][i] * x, coeffs["score"][i], score)
-    return x1 if noise is None else torch.addcmul(x1, coeffs["noise"][i], noise)
+    x1 = torch.addcmul(weights["x"][i] * x, weights["score"][i], score)
+    return x1 if noise is None else torch.addcmul(x1, weights["noise"][i], noise)
 
 
 class Solver:

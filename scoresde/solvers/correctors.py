@@ -64,7 +64,7 @@ class AnnealedLangevinCorrector:
         self.n_steps = check_int("corrector_steps", n_steps, 0)
 
     def __call__(self, ctx: Context, x: Tensor, t: Tensor, t_lo: Tensor, t_hi: Tensor) -> Tensor:
-        eps = self.step_size * ctx.coeffs(t)[1] ** 2
+        eps = self.step_size * ctx.marginal(t)[1] ** 2
         for _ in range(self.n_steps):
             x = x + 0.5 * eps * ctx.score(x, t) + torch.sqrt(eps) * ctx.noise.normal()
         return x

@@ -38,8 +38,9 @@ class PredictorCorrector(Solver):
     # __init__ sets each instance's own.
     nfe_per_step = 2
     per_sample_seeds = False
-    #: Chosen by benchmarks/samplers.py for the default per-sample step rule (64-D); 2-D data with
-    #: ``step_norm="batch"`` does better on "quadratic" (docs/samplers.md).
+    #: Chosen by benchmarks/samplers.py (64-D) under the per-sample step rule, the default then,
+    #: and not re-chosen for the batch rule; 2-D data with ``step_norm="batch"`` does better on
+    #: "quadratic" (docs/samplers.md).
     default_time_grid = "uniform"
 
     def __init__(
