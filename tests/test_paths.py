@@ -35,6 +35,49 @@ CLOSED_FORMS = {
         lambda t: t * (2 - t) ** 0.5,
     ),
 }
+
+
+def _vp(alpha_bar):
+    return lambda t: math.sqrt(alpha_bar(t)), lambda t: math.sqrt(1 - alpha_bar(t))
+
+
+def _sigmoid_gamma(t: float, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> float:
+    def v(u: float) -> float:
+        return 1 / (1 + math.exp(-u))
+
+    return (v(end / tau) - v((t * (end - start) + start) / tau)) / (v(end / tau) - v(start / tau))
+
+
+def _cosine_alpha_bar(t: float, s: float = 0.008) -> float:
+    return math.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+
+
+#: Every beta schedule, as (SDE, alpha(t), sigma(t)) written out here (Song et al. Eq. 33;
+#: Nichol & Dhariwal Eq. 17; Hoogeboom et al. 2022; Chen 2023, Alg. 1).
+SCHEDULE_FORMS = {
+    "vp_linear": (sd.VPSDE(), *_vp(lambda t: math.exp(-(0.1 * t + 9.95 * t**2)))),
+    "subvp_linear": (
+        sd.SubVPSDE(),
+        lambda t: math.exp(-0.5 * (0.1 * t + 9.95 * t**2)),
+        lambda t: 1 - math.exp(-(0.1 * t + 9.95 * t**2)),
+    ),
+    "vp_cosine": (sd.VPSDE(schedule="cosine"), *_vp(_cosine_alpha_bar)),
+    "vp_polynomial": (sd.VPSDE(schedule="polynomial"), *_vp(lambda t: (1 - t**2) ** 2)),
+    "vp_polynomial3": (
+        sd.VPSDE(schedule="polynomial", power=3.0),
+        *_vp(lambda t: (1 - t**3) ** 2),
+    ),
+    "vp_sigmoid": (sd.VPSDE(schedule="sigmoid"), *_vp(_sigmoid_gamma)),
+    "vp_sigmoid_0_3": (
+        sd.VPSDE(schedule="sigmoid", start=0.0, end=3.0, tau=0.7),
+        *_vp(lambda t: _sigmoid_gamma(t, 0.0, 3.0, 0.7)),
+    ),
+    "subvp_sigmoid": (
+        sd.SubVPSDE(schedule="sigmoid"),
+        lambda t: math.sqrt(_sigmoid_gamma(t)),
+        lambda t: 1 - _sigmoid_gamma(t),
+    ),
+}
 FD_H = 1e-5  # central differences: truncation ~h^2 |f'''|, round-off ~1e-16 / h, both < 1e-8
 
 
@@ -49,9 +92,9 @@ def finite_difference_f_g2(alpha, sigma, t: float) -> tuple[float, float]:
     return f, d(lambda s: sigma(s) ** 2) - 2 * f * sigma(t) ** 2
 
 
-@pytest.mark.parametrize("name", list(CLOSED_FORMS))
+@pytest.mark.parametrize("name", list(CLOSED_FORMS) + list(SCHEDULE_FORMS))
 def test_f_and_g2_match_finite_differences_of_alpha_and_sigma(name):
-    sde, alpha, sigma = CLOSED_FORMS[name]
+    sde, alpha, sigma = {**CLOSED_FORMS, **SCHEDULE_FORMS}[name]
     ts = [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, sde.T - 0.01]
     f, g2 = sde.f(torch.tensor(ts, dtype=F64)), sde.g2(torch.tensor(ts, dtype=F64))
     for i, t in enumerate(ts):
