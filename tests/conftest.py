@@ -4,9 +4,10 @@
   (batch, K) tensors), for which OpenMP start-up costs far more than it saves, and it is ruinous
   when another process shares the cores.
 - GPU-marked tests are skipped cleanly where CUDA is absent.
-- The shared test data (``from conftest import SDES, GAUSS, RING, fitted_slope``): the three SDEs
-  with their default parameters, the two exact-oracle targets the solver tests use and the
-  log-log slope fit of the order tests, defined once instead of in every file.
+- The shared test data (``from conftest import SDES, GAUSS, RING, fitted_slope``): the SDEs with
+  their default parameters (``SONG_SDES``: VP, sub-VP, VE; ``SDES`` adds the rectified-flow path
+  for the solver tests), the two exact-oracle targets the solver tests use and the log-log slope
+  fit of the order tests, defined once instead of in every file.
 """
 
 import math
@@ -19,9 +20,11 @@ import scoresde as sd
 
 F64 = torch.float64
 #: Song et al.'s three SDEs with their default parameters.
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
+SONG_SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
 #: The same with the cosine VP schedule, for the tests of schedule quantities.
-SDES_COSINE = {**SDES, "vp_cosine": sd.VPSDE(schedule="cosine")}
+SDES_COSINE = {**SONG_SDES, "vp_cosine": sd.VPSDE(schedule="cosine")}
+#: What the solver tests run on: Song et al.'s SDEs and the rectified-flow path.
+SDES = {**SONG_SDES, "rf": sd.RectifiedFlow()}
 #: One anisotropic 3-D Gaussian: the reverse SDE with its exact score is linear and the PF-ODE's
 #: flow map is known in closed form (``sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)``).
 GAUSS_MEAN = torch.tensor([[1.0, -0.5, 2.0]], dtype=F64)

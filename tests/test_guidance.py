@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SDES
+from conftest import SONG_SDES as SDES
 from torch.testing import assert_close
 
 import scoresde as sd

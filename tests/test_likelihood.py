@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import SDES
+from conftest import SONG_SDES as SDES
 
 import scoresde as sd
 

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from conftest import SDES
+from conftest import SONG_SDES as SDES
 from scipy import stats
 from torch import nn
 from torch.testing import assert_close

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SDES
+from conftest import SONG_SDES as SDES
 from test_parameterization import _draw, _rel_err, _times
 from torch import nn
 from torch.testing import assert_close
