@@ -1,17 +1,20 @@
 """Every tutorial in ``notebooks/`` runs top to bottom and its checks pass.
 
 The tutorials are stored as jupytext percent-format ``.py`` files (reviewable diffs). Each test
-converts one to a notebook in memory (jupytext), executes it in a fresh ``python3`` kernel
-(nbclient + ipykernel, the kernel of the Python running the tests) in a temporary working
-directory, with matplotlib's inline backend (Agg into in-memory PNGs, no display, no files) and one
-torch thread. A failing ``assert`` or any other
-exception in a cell fails the test with the cell's traceback; a notebook that runs longer than
-``TIMEOUT`` seconds fails too.
+converts one to a notebook in memory (jupytext) and executes it (nbclient) in a fresh ipykernel
+kernel of the Python running the tests: a kernelspec written for the test, so that another
+``python3`` kernel installed on the machine cannot be picked up instead. It runs in a temporary
+working directory, with one torch thread and matplotlib's inline backend (Agg rendering into
+in-memory PNG outputs: no display, no files). A failing ``assert`` or any other exception in a
+cell fails the test with the cell's traceback; so does a notebook that runs longer than
+``TIMEOUT`` seconds or draws no figure.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 #: Seconds a whole notebook may take (the issue's cap on 2 CPU cores; each takes far less).
 TIMEOUT = 60
+KERNEL = "scoresde-tests"
 
 
 def test_there_are_at_least_six_tutorials():
@@ -42,13 +46,25 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("MKL_NUM_THREADS", "1")
     python_path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), python_path])))
+    # This interpreter's ipykernel, found first on JUPYTER_PATH.
+    spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "scoresde tests",
+        "language": "python",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
 
     nb = jupytext.read(path)
     client = nbclient.NotebookClient(
         nb,
         timeout=TIMEOUT,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
+        kernel_name=KERNEL,
+        resources={"metadata": {"path": str(workdir)}},
     )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
