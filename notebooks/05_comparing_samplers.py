@@ -80,7 +80,7 @@ plt.show()
 # **Checks.** Every deterministic solver's error falls as the NFE grows; Euler's fitted slope in
 # NFE is $-1 \pm 0.25$; Heun's falls faster than first order; at 40 NFE DPM-Solver and Heun are
 # both at least 5× closer to the exact end point than Euler. And the lesson of the right panel: at
-# $n = 500$ MMD² cannot tell these solvers apart beyond 10 NFE (all sit inside the noise floor),
+# $n = 500$ MMD² cannot tell these solvers apart from 20 NFE on (all sit inside the noise floor),
 # while the reference RMS still separates them by orders of magnitude.
 
 
