@@ -30,6 +30,10 @@ def test_mkdocs_build_strict(tmp_path):
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr}\n{proc.stdout}"
     assert (tmp_path / "index.html").is_file()
     assert (tmp_path / "api" / "sampling" / "index.html").is_file()
+    # Every tutorial is a page (rendered from notebooks/ by mkdocs_hooks.py) and a download.
+    for nb in sorted((ROOT / "notebooks").glob("*.py")):
+        assert (tmp_path / "tutorials" / nb.stem / "index.html").is_file(), nb.name
+        assert (tmp_path / "tutorials" / nb.name).read_bytes() == nb.read_bytes()
 
     # Offline: no page loads a script or a stylesheet from another host (a CDN's MathJax left
     # the theory page as raw LaTeX without a network), and the math script is in the site.
