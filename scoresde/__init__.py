@@ -37,7 +37,6 @@ from .sampling import (
 )
 from .sde import (
     SDE,
-    SDE_CLASSES,
     VESDE,
     VPSDE,
     CosineSchedule,
@@ -45,8 +44,8 @@ from .sde import (
     ReverseSDE,
     ScheduleCoeffs,
     SubVPSDE,
-    sde_from_name,
 )
+from .sde_names import SDE_CLASSES, sde_from_config, sde_from_name
 from .solvers.torchsde import to_torchsde
 from .training import train_classifier
 
@@ -65,6 +64,7 @@ __all__ = [
     "ScheduleCoeffs",
     "SDE_CLASSES",
     "sde_from_name",
+    "sde_from_config",
     "GaussianMixture",
     "exact_score",
     "exact_log_prob",

@@ -31,7 +31,7 @@ from safetensors.torch import save as save_bytes
 
 from .model import ScoreModel
 from .nets import NETWORKS
-from .sde import sde_from_config
+from .sde_names import sde_from_config
 
 FORMAT = "scoresde-checkpoint"
 VERSION = 2  # 1: config also in a NAME.json sidecar, no checksum

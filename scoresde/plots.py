@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from .sde_names import SDE_CLASSES  # noqa: E402
+
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Lay out, write as PNG (creating the folder), close; returns the path."""
@@ -125,10 +127,9 @@ def _series(table, x_key: str, metric: str) -> dict[str, tuple[list[float], list
     return out
 
 
-#: Display names of the SDEs in titles (a table's meta holds a name of ``comparison.SDES`` or a
+#: Display names of the SDEs in titles (a table's meta holds a name of ``SDE_CLASSES`` or a
 #: class).
-_SDE_NAMES = {"vp": "VP", "subvp": "sub-VP", "ve": "VE", "VPSDE": "VP", "SubVPSDE": "sub-VP"}
-_SDE_NAMES["VESDE"] = "VE"
+_SDE_NAMES = {k: c.label for n, c in SDE_CLASSES.items() for k in (n, c.__name__)}
 _MARKERS = "osD^v<>ph*"
 
 

@@ -15,9 +15,8 @@ caller gets no round-off from the schedule itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -28,7 +27,6 @@ from .validation import (
     batch_time,
     check_bool,
     check_callable,
-    check_choice,
     check_device,
     check_float_dtype,
     check_generator,
@@ -458,37 +456,3 @@ class VESDE(SDE):
             "sigma_min": self.sigma_min,
             "sigma_max": self.sigma_max,
         }
-
-
-#: The SDEs by short name (the command line's ``--sde``, ``compare``'s problems); read-only.
-SDE_CLASSES: Mapping[str, type[SDE]] = MappingProxyType(
-    {cls.name: cls for cls in (VPSDE, SubVPSDE, VESDE)}
-)
-
-
-def sde_from_name(name: str) -> SDE:
-    """The SDE called ``name`` in ``SDE_CLASSES`` ("vp", "subvp", "ve"), with default settings."""
-    return SDE_CLASSES[check_choice("sde", name, tuple(SDE_CLASSES))]()
-
-
-def sde_from_config(config: dict) -> SDE:
-    """Rebuild an SDE from ``sde.config()`` (used by checkpoints); unknown types are errors."""
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict (sde.config()), got {type(config).__name__}")
-    from .paths import RectifiedFlow  # paths.py builds on this module
-
-    cfg = dict(config)
-    kind = cfg.pop("type", None)
-    if kind == "RectifiedFlow":
-        return RectifiedFlow(cfg.get("T", 1.0 - 1e-3))
-    cls = {c.__name__: c for c in SDE_CLASSES.values()}.get(kind)
-    if cls is VESDE:
-        return VESDE(cfg["sigma_min"], cfg["sigma_max"], cfg.get("T", 1.0))
-    if cls is not None and issubclass(cls, _BetaSDE):
-        schedule = cfg.pop("schedule", "linear")
-        if schedule == "linear":
-            return cls(cfg["beta_min"], cfg["beta_max"], "linear", cfg.get("T"))
-        return cls(schedule=schedule, **cfg)  # T and the schedule's own options
-    raise ValueError(
-        f"unknown SDE type {kind!r} in config; expected VPSDE, SubVPSDE, VESDE or RectifiedFlow"
-    )

@@ -116,7 +116,7 @@ CASES = [
     ("reverse-no-score", lambda: SDE.reverse(None), TypeError, "score_fn"),
     (
         "sde_from_config-list",
-        lambda: __import__("scoresde.sde").sde.sde_from_config([]),
+        lambda: sd.sde_from_config([]),
         TypeError,
         "config",
     ),

@@ -173,7 +173,7 @@ def test_gaussian_path_has_no_config_but_rectified_flow_round_trips():
     with pytest.raises(ValueError, match="no config"):
         CLOSED_FORMS["path_cos"][0].config()
     for sde in (sd.RectifiedFlow(), sd.RectifiedFlow(T=0.99), sd.RectifiedFlow(T=1.0)):
-        rebuilt = sd.sde.sde_from_config(sde.config())
+        rebuilt = sd.sde_from_config(sde.config())
         assert type(rebuilt) is sd.RectifiedFlow and rebuilt.T == sde.T
     with pytest.raises(ValueError, match="T must be"):
         sd.RectifiedFlow(T=1.5)
@@ -335,7 +335,7 @@ def test_new_sdes_round_trip_through_a_checkpoint(tmp_path, sde):
     # load_model rebuilds the SDE with sde_from_config from the checkpoint's JSON header.
     save_checkpoint(tmp_path / "ck", {"w": torch.zeros(1)}, {"sde": sde.config()})
     _, meta = load_checkpoint(tmp_path / "ck")
-    rebuilt = sd.sde.sde_from_config(meta["sde"])
+    rebuilt = sd.sde_from_config(meta["sde"])
     assert type(rebuilt) is type(sde) and rebuilt.config() == sde.config()
     t = torch.linspace(0.0, sde.T, 17, dtype=F64)
     assert torch.equal(rebuilt.log_snr(t), sde.log_snr(t))

@@ -292,7 +292,7 @@ def test_new_schedules_end_where_beta_reaches_the_clip_and_round_trip(schedule):
             beta_clip=0.99,
             **({"power": 3.0} if schedule == "polynomial" else {"tau": 0.5}),
         )
-        rebuilt = sd.sde.sde_from_config(other.config())
+        rebuilt = sd.sde_from_config(other.config())
         assert type(rebuilt) is cls and rebuilt.config() == other.config()
         t = torch.linspace(0, other.T, 9, dtype=F64)
         assert_close(rebuilt.log_snr(t), other.log_snr(t), rtol=0, atol=0)
@@ -494,15 +494,20 @@ def test_reverse_drift_is_f_minus_g2_score(name):
 
 
 def test_sde_classes_name_each_sde_and_rebuild_it():
-    assert dict(sd.SDE_CLASSES) == {"vp": sd.VPSDE, "subvp": sd.SubVPSDE, "ve": sd.VESDE}
-    assert [c.label for c in sd.SDE_CLASSES.values()] == ["VP", "sub-VP", "VE"]
+    assert dict(sd.SDE_CLASSES) == {
+        "vp": sd.VPSDE,
+        "subvp": sd.SubVPSDE,
+        "ve": sd.VESDE,
+        "rf": sd.RectifiedFlow,
+    }
+    assert [c.label for c in sd.SDE_CLASSES.values()] == ["VP", "sub-VP", "VE", "RF"]
     with pytest.raises(TypeError):
         sd.SDE_CLASSES["x"] = sd.VPSDE  # read-only: no global mutable registry
     for name, cls in sd.SDE_CLASSES.items():
         sde = sd.sde_from_name(name)
         assert type(sde) is cls and sde.name == name
-        assert sd.sde.sde_from_config(sde.config()).config() == sde.config()
-    with pytest.raises(ValueError, match=r"sde must be one of \('vp', 'subvp', 've'\)"):
+        assert sd.sde_from_config(sde.config()).config() == sde.config()
+    with pytest.raises(ValueError, match=r"sde must be one of \('vp', 'subvp', 've', 'rf'\)"):
         sd.sde_from_name("vpsde")
 
 
