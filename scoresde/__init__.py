@@ -1,6 +1,7 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
+from .flow_matching import flow_matching_loss
 from .guidance import (
     cfg_score_fn,
     classifier_free_guidance,
@@ -82,6 +83,7 @@ __all__ = [
     "ScoreModel",
     "dsm_loss",
     "ddpm_loss",
+    "flow_matching_loss",
     "ClassConditionalMixture",
     "MixtureConditional",
     "exact_class_score",
