@@ -10,6 +10,9 @@ from .sde import VPSDE, batch_coeff, randn
 from .validation import check_choice
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
+#: The Trainer's losses: denoising score matching (``dsm_loss``) or flow matching
+#: (``scoresde.flow_matching.flow_matching_loss``).
+LOSSES = ("dsm", "fm")
 TIME_SAMPLING = ("uniform", "stratified", "antithetic")
 
 #: Smallest training time (Song et al.'s code trains on t ~ U(1e-5, T)).

@@ -35,7 +35,8 @@ from .checkpoint import (  # event_shape, load_model: importable from here as be
     load_state_strict,
     save_checkpoint,
 )
-from .losses import TIME_SAMPLING, TRAIN_EPS, WEIGHTINGS, dsm_loss, sample_times
+from .flow_matching import COUPLINGS, flow_matching_loss
+from .losses import LOSSES, TIME_SAMPLING, TRAIN_EPS, WEIGHTINGS, dsm_loss, sample_times
 from .model import ScoreModel
 from .nets.classifier import NoisyClassifier
 from .nets.embeddings import check_int
@@ -56,7 +57,9 @@ class TrainConfig:
     decay_steps: int = 0  # cosine decay from lr (after warm-up) to 0 at this step; 0: constant
     grad_clip: float = 1.0  # max global gradient norm; 0 disables
     ema_decay: float = 0.999  # with warm-up min(decay, (1 + k) / (10 + k))
-    weighting: str = "sigma2"
+    loss: str = "dsm"  # "dsm" (dsm_loss) or "fm" (flow_matching_loss)
+    weighting: str = "sigma2"  # dsm only
+    coupling: str = "independent"  # fm only: "independent", "ot" or "pairs" (Trainer(noise=...))
     time_sampling: str = "uniform"
     eps: float = 1e-5
     p_uncond: float = 0.0  # probability of replacing a label by the null label (CFG training)
@@ -82,7 +85,11 @@ class TrainConfig:
         _check_number("ema_decay", self.ema_decay, 0, 1, "[0, 1)", True)
         _check_number("eps", self.eps, 0, 1, "(0, 1)")
         _check_number("p_uncond", self.p_uncond, 0, 1, "[0, 1)", True)
+        check_choice("loss", self.loss, LOSSES)
         check_choice("weighting", self.weighting, WEIGHTINGS)
+        check_choice("coupling", self.coupling, COUPLINGS)
+        if self.coupling != "independent" and self.loss != "fm":
+            raise ValueError(f'coupling {self.coupling!r} needs loss="fm", got {self.loss!r}')
         check_choice("time_sampling", self.time_sampling, TIME_SAMPLING)
         if not isinstance(self.bf16, bool):
             raise ValueError(f"bf16 must be True or False, got {self.bf16!r}")
@@ -132,7 +139,8 @@ def init_distributed() -> tuple[int, int]:
 
 
 class Trainer:
-    """Train a ``ScoreModel`` with denoising score matching on an in-memory data set.
+    """Train a ``ScoreModel`` with denoising score matching or flow matching (``config.loss``) on
+    an in-memory data set.
 
     Parameters
     ----------
@@ -144,6 +152,9 @@ class Trainer:
         A ``TrainConfig``.
     labels
         Optional ``(N,)`` class labels for conditional nets.
+    noise
+        ``(N, *event)`` noise coupled to each example (reflow: ``reflow_pairs``), used as the
+        flow-matching pairs; needs ``loss="fm", coupling="pairs"``, and only then allowed.
     out_dir
         Where checkpoints, ``loss.csv`` and sample figures go.
     sample_fn
@@ -159,8 +170,18 @@ class Trainer:
         out_dir: str | Path | None = None,
         device: torch.device | str | None = None,
         sample_fn=None,
+        noise: Tensor | None = None,
     ):
         self.config = config or TrainConfig()
+        if (noise is not None) != (self.config.coupling == "pairs"):
+            raise ValueError(
+                'noise= (reflow pairs) and coupling="pairs" go together: got noise '
+                f"{'given' if noise is not None else 'None'} and coupling {self.config.coupling!r}"
+            )
+        if noise is not None and noise.shape != data.shape:
+            raise ValueError(
+                f"noise must have the data's shape {tuple(data.shape)}, got {tuple(noise.shape)}"
+            )
         self.device = torch.device(device) if device is not None else data.device
         # Whoever initialised torch.distributed destroys it: close() does when this Trainer did.
         was_initialised = dist.is_available() and dist.is_initialized()
@@ -180,6 +201,7 @@ class Trainer:
                 f"eps must be below the SDE's T = {model.sde.T}, got {self.config.eps}"
             )
         self.data = data
+        self.noise = noise.to(data.device) if noise is not None else None
         self.labels = labels.to(data.device) if labels is not None else None
         self._perm: tuple[int, Tensor | None] = (-1, None)  # (epoch, this rank's shuffle)
         self.model = model.to(self.device)
@@ -232,6 +254,18 @@ class Trainer:
         net = self.ddp if self.ddp is not None else self.model
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16 and x0.is_cuda)
         with autocast:
+            if cfg.loss == "fm":
+                return flow_matching_loss(
+                    self.model.sde,
+                    net,
+                    x0,
+                    coupling=cfg.coupling,
+                    eps=cfg.eps,
+                    time_sampling=cfg.time_sampling,
+                    y=y,
+                    noise=self.noise[idx].to(self.device) if self.noise is not None else None,
+                    generator=g,
+                )
             return dsm_loss(
                 self.model.sde,
                 net,

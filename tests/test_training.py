@@ -25,27 +25,44 @@ from scoresde.training import TrainConfig, Trainer, load_model, train_config_fro
 DATA = checkerboard(4096, torch.Generator().manual_seed(0))
 
 
-def make_trainer(out_dir=None, seed=0, **config) -> Trainer:
+#: Reflow-style pairs for coupling="pairs": noise coupled to each example of DATA.
+PAIRED_NOISE = torch.randn(DATA.shape, generator=torch.Generator().manual_seed(1))
+
+
+def make_trainer(out_dir=None, seed=0, parameterization="eps", **config) -> Trainer:
     torch.manual_seed(seed)
-    model = ScoreModel(ResidualMLP(2, hidden=32, depth=2, embed_dim=16), sd.VPSDE())
+    net = ResidualMLP(2, hidden=32, depth=2, embed_dim=16)
+    model = ScoreModel(net, sd.VPSDE(), parameterization)
     cfg = TrainConfig(**{"batch_size": 64, "log_every": 10, "warmup": 5, **config})
-    return Trainer(model, DATA, cfg, out_dir=out_dir)
+    noise = PAIRED_NOISE if cfg.coupling == "pairs" else None
+    return Trainer(model, DATA, cfg, out_dir=out_dir, noise=noise)
 
 
 def params(module):
     return [p.detach().clone() for p in module.parameters()]
 
 
-@pytest.mark.parametrize("decay_steps", [0, 40])
-def test_resume_continues_bit_for_bit(tmp_path, decay_steps):
-    straight = make_trainer(decay_steps=decay_steps)
+RESUME_CASES = {
+    "dsm": {},
+    "dsm-cosine": {"decay_steps": 40},
+    "fm": {"loss": "fm", "parameterization": "velocity"},
+    "fm-ot": {"loss": "fm", "coupling": "ot", "parameterization": "velocity"},
+    "fm-pairs": {"loss": "fm", "coupling": "pairs", "parameterization": "velocity"},
+    "fm-eps": {"loss": "fm", "coupling": "ot", "decay_steps": 40},
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_continues_bit_for_bit(tmp_path, case):
+    kw = RESUME_CASES[case]
+    straight = make_trainer(**kw)
     straight.train(40, progress=False)
 
-    first = make_trainer(tmp_path, decay_steps=decay_steps)
+    first = make_trainer(tmp_path, **kw)
     first.train(20, progress=False)
     first.save()
     # a different initialisation, overwritten by the checkpoint
-    resumed = make_trainer(seed=123, decay_steps=decay_steps)
+    resumed = make_trainer(seed=123, **kw)
     resumed.load(tmp_path / "checkpoint")
     assert resumed.step == 20
     resumed.train(20, progress=False)
@@ -113,6 +130,8 @@ def test_checkpoint_round_trip_and_model_rebuild(tmp_path):
         ("grad_clip", [-1, math.nan, math.inf]),
         ("ema_decay", [1.5, 1.0, -0.1, math.nan]),
         ("weighting", ["sigma", None]),
+        ("loss", ["flow", None]),
+        ("coupling", ["sinkhorn"]),
         ("time_sampling", ["sobol"]),
         ("eps", [-0.5, 0, 1.0, math.nan]),
         ("p_uncond", [1.5, 1.0, -0.1]),
@@ -136,6 +155,15 @@ def test_config_edges_are_accepted_and_trainer_checks_need_the_data():
         make_trainer(batch_size=10_000)
     with pytest.raises(ValueError, match="p_uncond"):
         make_trainer(p_uncond=0.1)  # an unconditional net
+    with pytest.raises(ValueError, match='coupling .ot. needs loss="fm"'):
+        TrainConfig(coupling="ot")
+    with pytest.raises(ValueError, match='noise= .reflow pairs. and coupling="pairs" go together'):
+        Trainer(make_trainer().model, DATA, TrainConfig(loss="fm"), noise=PAIRED_NOISE)
+    with pytest.raises(ValueError, match='noise= .reflow pairs. and coupling="pairs" go together'):
+        Trainer(make_trainer().model, DATA, TrainConfig(loss="fm", coupling="pairs"))
+    with pytest.raises(ValueError, match="noise must have the data's shape"):
+        cfg = TrainConfig(loss="fm", coupling="pairs")
+        Trainer(make_trainer().model, DATA, cfg, noise=PAIRED_NOISE[:10])
     with pytest.raises(ValueError, match="decay_steps must exceed warmup"):
         TrainConfig(warmup=10, decay_steps=5)
     with pytest.raises(ValueError, match="steps must be an integer >= 0"):
@@ -397,3 +425,28 @@ def test_training_steps_do_not_synchronise_with_the_host():
         return sum("synchroniz" in str(w.message) for w in caught)
 
     assert syncs(30) == syncs(5)
+
+
+@pytest.mark.parametrize("coupling", ["independent", "ot", "pairs"])
+def test_a_flow_matching_step_is_flow_matching_loss_on_its_batch(coupling):
+    """Trainer.loss_at(k) with loss="fm" == flow_matching_loss on batch k with step k's generator
+    (and, for "pairs", the noise coupled to the batch's examples)."""
+    from scoresde.training import _seed
+
+    tr = make_trainer(loss="fm", coupling=coupling, parameterization="velocity")
+    idx = tr._batch_indices(3)
+    g = torch.Generator().manual_seed(_seed(tr.config.seed, 0, 3))
+    noise = PAIRED_NOISE[idx] if coupling == "pairs" else None
+    expected = sd.flow_matching_loss(
+        tr.model.sde, tr.model, DATA[idx], coupling, noise=noise, generator=g
+    )
+    assert torch.equal(tr.loss_at(3), expected)
+
+
+def test_flow_matching_loss_decreases_on_checkerboard_and_old_configs_mean_dsm():
+    tr = make_trainer(lr=3e-3, loss="fm", coupling="ot", parameterization="velocity")
+    losses = tr.train(200, progress=False)
+    assert losses[-1] < 0.75 * losses[0]
+    # a checkpoint written before flow matching has no "loss"/"coupling": it trained with DSM
+    old = {k: v for k, v in vars(TrainConfig()).items() if k not in ("loss", "coupling")}
+    assert train_config_from({"train": old}).loss == "dsm"
