@@ -22,8 +22,10 @@ from .oracle import (
     exact_classifier,
     exact_log_prob,
     exact_score,
+    exact_velocity,
     gaussian_flow_map,
 )
+from .paths import GaussianPath, RectifiedFlow
 from .sampling import (
     SOLVERS,
     TIME_GRIDS,
@@ -56,6 +58,8 @@ __all__ = [
     "VPSDE",
     "SubVPSDE",
     "VESDE",
+    "GaussianPath",
+    "RectifiedFlow",
     "LinearSchedule",
     "CosineSchedule",
     "ReverseSDE",
@@ -65,6 +69,7 @@ __all__ = [
     "GaussianMixture",
     "exact_score",
     "exact_log_prob",
+    "exact_velocity",
     "gaussian_flow_map",
     "to_torchsde",
     "sample",

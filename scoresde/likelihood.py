@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .paths import check_start
 from .sde import SDE, ScoreFn, batch_coeff, randn
 from .solvers.base import CountingScore
 from .solvers.ode import FIXED_STEPS, check_scipy_method, dopri5, scipy_solve
@@ -151,6 +152,7 @@ def log_likelihood(
     if x.shape[0] < 1:
         raise ValueError("x must have shape (batch, *event) with batch >= 1")
     eps = check_real("eps", eps, 0.0, sde.T, lo_open=True, hi_open=True)
+    check_start(sde, sde.T, "the likelihood's probability-flow ODE cannot end")
     n_probes = check_int("n_probes", n_probes, 1)
     check_positive("rtol", rtol)
     check_positive("atol", atol)

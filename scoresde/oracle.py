@@ -21,6 +21,7 @@ __all__ = [
     "GaussianMixture",
     "exact_score",
     "exact_log_prob",
+    "exact_velocity",
     "gaussian_flow_map",
     "ClassConditionalMixture",
     "MixtureConditional",
@@ -232,6 +233,30 @@ def exact_log_prob(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLik
         return _log_prob(data, xf, alpha, sigma)
 
     return log_prob_fn
+
+
+def exact_velocity(sde: SDE, data: GaussianMixture) -> Callable[[Tensor, TimeLike], Tensor]:
+    """The exact PF-ODE velocity u(x, t) = f x - g^2/2 grad log p_t(x) of ``data``, computed as
+    E[alpha'_t x0 + sigma'_t eps | x_t = x] (Lipman et al. 2023, Eq. 8; Liu et al. 2023, Eq. 2):
+    with v_k = alpha^2 s_k^2 + sigma^2, e_k = (x - alpha m_k)/v_k, responsibilities r_k,
+    E[x0|x] = sum r_k (m_k + alpha s_k^2 e_k), sigma E[eps|x] = sigma^2 sum r_k e_k,
+    alpha' = f alpha, sigma sigma' = g^2/2 + f sigma^2 (tested against ``exact_score``)."""
+    _check_sde_data(sde, data, GaussianMixture)
+
+    def velocity_fn(x: Tensor, t: TimeLike) -> Tensor:
+        xf = data._check_x(x)  # noqa: SLF001
+        tt = batch_time(sde.schedule_time(t, x.device), x, torch.float64)
+        c = sde.coeffs(tt)
+        log_joint, mean, var = data._at(xf, c.alpha, c.sigma)  # noqa: SLF001
+        means, stds, _ = data._params(x.device, x.dtype)  # noqa: SLF001
+        r = torch.softmax(log_joint, dim=1).unsqueeze(-1)
+        e = (xf.unsqueeze(1) - mean) / var
+        x0_hat = (r * (means + c.alpha.to(x.dtype).reshape(-1, 1, 1) * stds**2 * e)).sum(1)
+        w_x0 = (c.f * c.alpha).to(x.dtype).unsqueeze(-1)
+        w_eps = (0.5 * c.g2 + c.f * c.sigma**2).to(x.dtype).unsqueeze(-1)
+        return (w_x0 * x0_hat + w_eps * (r * e).sum(1)).reshape(x.shape)
+
+    return velocity_fn
 
 
 def gaussian_flow_map(sde: SDE, mean, std) -> Callable[[Tensor, TimeLike, TimeLike], Tensor]:

@@ -17,6 +17,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .noise import NOISES, BrownianTreeNoise, GaussianNoise
+from .paths import check_start
 from .sde import SDE, ScoreFn
 from .solvers.base import Context, CountingScore, NonFiniteError, Solver
 from .solvers.edm import EDM, Restart
@@ -152,6 +153,7 @@ def make_time_grid(
     check_choice("time_grid", kind, TIME_GRIDS)
     rho = check_positive("rho", rho)
     device = check_device("device", device)
+    check_start(sde, sde.T)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64, device=device)
     t_hi = torch.tensor(sde.T, dtype=torch.float64, device=device)
     t_lo = torch.tensor(eps, dtype=torch.float64, device=device)
@@ -328,6 +330,7 @@ def sample(
             )
         t_end = _check_eps(sde, eps)
         ts = torch.tensor([sde.T, t_end], dtype=torch.float64, device=device)
+    check_start(sde, ts[0])
     algo.check(sde, steps)
 
     draws = GaussianNoise(shape, device, dtype, generator=generator, seeds=seeds)

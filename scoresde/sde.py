@@ -471,8 +471,12 @@ def sde_from_config(config: dict) -> SDE:
     """Rebuild an SDE from ``sde.config()`` (used by checkpoints); unknown types are errors."""
     if not isinstance(config, dict):
         raise TypeError(f"config must be a dict (sde.config()), got {type(config).__name__}")
+    from .paths import RectifiedFlow  # paths.py builds on this module
+
     cfg = dict(config)
     kind = cfg.pop("type", None)
+    if kind == "RectifiedFlow":
+        return RectifiedFlow(cfg.get("T", 1.0 - 1e-3))
     cls = {c.__name__: c for c in SDE_CLASSES.values()}.get(kind)
     if cls is VESDE:
         return VESDE(cfg["sigma_min"], cfg["sigma_max"], cfg.get("T", 1.0))
@@ -481,4 +485,6 @@ def sde_from_config(config: dict) -> SDE:
         if schedule == "linear":
             return cls(cfg["beta_min"], cfg["beta_max"], "linear", cfg.get("T"))
         return cls(schedule=schedule, T=cfg.get("T"))
-    raise ValueError(f"unknown SDE type {kind!r} in config; expected VPSDE, SubVPSDE or VESDE")
+    raise ValueError(
+        f"unknown SDE type {kind!r} in config; expected VPSDE, SubVPSDE, VESDE or RectifiedFlow"
+    )

@@ -23,8 +23,15 @@ SDES = {
     "subvp": sd.SubVPSDE(0.1, 20.0),
     "ve": sd.VESDE(0.01, 50.0),
     "vp_cosine": sd.VPSDE(schedule="cosine"),
+    "rf": sd.RectifiedFlow(),
+    # The trigonometric path alpha = cos(pi t/2), sigma = sin(pi t/2), f and g^2 by autograd.
+    "path_cos": sd.GaussianPath(
+        lambda t: torch.cos(t * math.pi / 2), lambda t: torch.sin(t * math.pi / 2), T=0.99
+    ),
 }
 NAMES = list(SDES)
+#: The prior's std where it is not 1: sigma_T (VE: sigma_max; the paths: sigma at their T < 1).
+PRIOR_STD = {"ve": 50.0, "rf": 0.999, "path_cos": math.sin(0.99 * math.pi / 2)}
 
 COSINE_S = 0.008
 
@@ -47,6 +54,10 @@ def closed_form_marginal(name: str, t: float) -> tuple[float, float]:
         return alpha, math.sqrt(var_vp) if name == "vp" else var_vp
     if name == "ve":
         return 1.0, 0.01 * (50.0 / 0.01) ** t
+    if name == "rf":
+        return 1 - t, t
+    if name == "path_cos":
+        return math.cos(t * math.pi / 2), math.sin(t * math.pi / 2)
     alpha_bar = nichol_dhariwal_alpha_bar(t)
     return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
 
@@ -136,7 +147,7 @@ def test_vp_marginal_at_T_matches_closed_form():
 @pytest.mark.parametrize("name", NAMES)
 def test_prior_sample_is_normal_with_prior_std(name):
     sde = SDES[name]
-    prior_std = 50.0 if name == "ve" else 1.0
+    prior_std = PRIOR_STD.get(name, 1.0)
     z = sde.prior_sample((20_000, 2), generator=torch.Generator().manual_seed(3), dtype=F64)
     assert z.shape == (20_000, 2) and z.dtype == F64
     n = z.shape[0]
@@ -155,7 +166,7 @@ def test_prior_sample_is_normal_with_prior_std(name):
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 def test_prior_logp_is_normal_log_density(name, dtype):
     sde = SDES[name]
-    prior_std = 50.0 if name == "ve" else 1.0
+    prior_std = PRIOR_STD.get(name, 1.0)
     z = prior_std * torch.randn(7, 3, 4, generator=torch.Generator().manual_seed(0), dtype=dtype)
     normal = torch.distributions.Normal(t64(0.0), t64(prior_std))
     expected = normal.log_prob(z.double()).sum((1, 2))

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..oracle import GaussianMixture, exact_score
+from ..paths import RectifiedFlow
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
 
 F64 = torch.float64
@@ -92,8 +93,13 @@ PROBLEMS: dict[str, Callable[[], GaussianMixture]] = {
     "aniso256": aniso256,
 }
 #: SDE names accepted by ``compare(sde=...)``: Song et al.'s defaults (beta in [0.1, 20],
-#: sigma in [0.01, 50]).
-SDES: dict[str, Callable[[], SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+#: sigma in [0.01, 50]) and the rectified-flow path (T = 1 - 1e-3).
+SDES: dict[str, Callable[[], SDE]] = {
+    "vp": VPSDE,
+    "subvp": SubVPSDE,
+    "ve": VESDE,
+    "rf": RectifiedFlow,
+}
 #: Independent exact pairs behind each noise floor (design.md: the spread over several draws).
 FLOOR_PAIRS = 5
 
