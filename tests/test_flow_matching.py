@@ -28,6 +28,7 @@ SDES = {
     "vp": sd.VPSDE(0.1, 20.0),
     "subvp": sd.SubVPSDE(0.1, 20.0),
     "ve": sd.VESDE(0.01, 50.0),
+    "rf": sd.RectifiedFlow(),
 }
 SDE_NAMES = list(SDES)
 

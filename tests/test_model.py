@@ -21,6 +21,7 @@ SDES = {
     "vp": sd.VPSDE(0.1, 20.0),
     "subvp": sd.SubVPSDE(0.1, 20.0),
     "ve": sd.VESDE(0.01, 50.0),
+    "rf": sd.RectifiedFlow(),
 }
 SDE_NAMES = list(SDES)
 
@@ -58,7 +59,7 @@ def test_score_model_returns_the_exact_score(name, p):
     exact = sd.exact_score(sde, data)
     net = ExactPredictionNet(sde, data, p)
     model = ScoreModel(net, sde, parameterization=p)
-    t = _times(32)
+    t = _times(32, T=sde.T)
     alpha, sigma = sde.marginal(t)
     x0, z = data.sample(32, torch.Generator().manual_seed(4)), _draw(32, d=2, seed=5)[1]
     x = alpha[:, None] * x0 + sigma[:, None] * z  # samples of p_t
@@ -154,7 +155,7 @@ def test_velocity_output_is_the_pf_ode_drift_of_the_exact_score(name, p):
     sde, data = SDES[name], _mixture()
     exact = sd.exact_score(sde, data)
     model = ScoreModel(ExactPredictionNet(sde, data, p), sde, parameterization=p)
-    t = _times(32)
+    t = _times(32, T=sde.T)
     alpha, sigma = sde.marginal(t)
     x0, z = data.sample(32, torch.Generator().manual_seed(4)), _draw(32, d=2, seed=5)[1]
     x = alpha[:, None] * x0 + sigma[:, None] * z

@@ -36,6 +36,7 @@ SDES = {
     "vp-cosine": sd.VPSDE(schedule="cosine"),
     "subvp": sd.SubVPSDE(0.1, 20.0),
     "ve": sd.VESDE(0.01, 50.0),
+    "rf": sd.RectifiedFlow(),
 }
 SDE_NAMES = list(SDES)
 
@@ -352,3 +353,39 @@ def test_other_parameterizations_ignore_f_and_g2():
         assert torch.equal(
             prediction_from_score(z, p, x0, a, s), prediction_from_score(z, p, x0, a, s, **fg)
         )
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+def test_velocity_of_the_exact_score_is_the_oracle_exact_velocity(name):
+    """prediction_from_score(exact score, "velocity") == sd.exact_velocity (computed by the
+    oracle as E[alpha' x0 + sigma' eps | x_t], another route) to 1e-10."""
+    sde = SDES[name]
+    means = torch.tensor([[-1.0, 0.5], [1.5, 1.0], [0.0, -2.0]], dtype=F64)
+    data = sd.GaussianMixture(means, [0.3, 0.5, 0.2], weights=[0.5, 0.3, 0.2])
+    t = _times(32, T=sde.T)
+    alpha, sigma = sde.marginal(t)
+    x = alpha[:, None] * data.sample(32, torch.Generator().manual_seed(8))
+    x = x + sigma[:, None] * _draw(32, d=2, seed=9)[1]
+    u = prediction_from_score(
+        sd.exact_score(sde, data)(x, t), "velocity", x, alpha, sigma, **_f_g2(sde, t)
+    )
+    assert _rel_err(u, sd.exact_velocity(sde, data)(x, t)) <= 1e-10
+
+
+def test_straight_path_target_is_eps_minus_x0_and_g2_zero_gives_no_score():
+    """RectifiedFlow: alpha' = -1, sigma' = 1, so the target is eps - x0 (Liu et al. 2023,
+    Eq. 1). At t = 0, g^2 = 0: the velocity is finite (f x) but implies no score (inf/NaN),
+    like eps -> score at sigma = 0."""
+    sde = sd.RectifiedFlow()
+    x0, z = _draw(8, seed=11)
+    t = _times(8, T=sde.T)
+    alpha, sigma = sde.marginal(t)
+    target = regression_target("velocity", x0, z, alpha, sigma, **_f_g2(sde, t))
+    assert _rel_err(target, z - x0) <= 1e-12
+    t0 = torch.zeros(8, dtype=F64)
+    a0, s0 = sde.marginal(t0)
+    u = prediction_from_score(-z, "velocity", x0, a0, s0, **_f_g2(sde, t0))
+    assert_close(u, -x0, rtol=0, atol=0)  # f(0) x = -x, g^2(0) = 0
+    assert not torch.isfinite(
+        score_from_prediction(u, "velocity", x0, a0, s0, **_f_g2(sde, t0))
+    ).any()

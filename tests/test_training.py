@@ -29,10 +29,10 @@ DATA = checkerboard(4096, torch.Generator().manual_seed(0))
 PAIRED_NOISE = torch.randn(DATA.shape, generator=torch.Generator().manual_seed(1))
 
 
-def make_trainer(out_dir=None, seed=0, parameterization="eps", **config) -> Trainer:
+def make_trainer(out_dir=None, seed=0, parameterization="eps", sde=None, **config) -> Trainer:
     torch.manual_seed(seed)
     net = ResidualMLP(2, hidden=32, depth=2, embed_dim=16)
-    model = ScoreModel(net, sd.VPSDE(), parameterization)
+    model = ScoreModel(net, sde or sd.VPSDE(), parameterization)
     cfg = TrainConfig(**{"batch_size": 64, "log_every": 10, "warmup": 5, **config})
     noise = PAIRED_NOISE if cfg.coupling == "pairs" else None
     return Trainer(model, DATA, cfg, out_dir=out_dir, noise=noise)
@@ -48,6 +48,7 @@ RESUME_CASES = {
     "fm": {"loss": "fm", "parameterization": "velocity"},
     "fm-ot": {"loss": "fm", "coupling": "ot", "parameterization": "velocity"},
     "fm-pairs": {"loss": "fm", "coupling": "pairs", "parameterization": "velocity"},
+    "fm-rf": {"loss": "fm", "parameterization": "velocity", "sde": sd.RectifiedFlow()},
     "fm-eps": {"loss": "fm", "coupling": "ot", "decay_steps": 40},
 }
 
@@ -443,10 +444,22 @@ def test_a_flow_matching_step_is_flow_matching_loss_on_its_batch(coupling):
     assert torch.equal(tr.loss_at(3), expected)
 
 
-def test_flow_matching_loss_decreases_on_checkerboard_and_old_configs_mean_dsm():
-    tr = make_trainer(lr=3e-3, loss="fm", coupling="ot", parameterization="velocity")
-    losses = tr.train(200, progress=False)
-    assert losses[-1] < 0.75 * losses[0]
+def test_flow_matching_training_lowers_the_loss_and_old_configs_mean_dsm():
+    """200 steps of flow matching on the straight path lower the loss on 4096 fixed draws by
+    more than 4 standard errors of the paired difference (the irreducible conditional variance
+    of eps - x0 dominates the loss itself, so its logged values barely move)."""
+    sde = sd.RectifiedFlow()
+    tr = make_trainer(lr=3e-3, loss="fm", parameterization="velocity", sde=sde)
+
+    def losses():
+        g = torch.Generator().manual_seed(9)
+        with torch.no_grad():
+            return sd.flow_matching_loss(sde, tr.ema, DATA, generator=g, reduction="none")
+
+    before = losses()
+    tr.train(200, progress=False)
+    gain = before - losses()
+    assert float(gain.mean()) > 4 * float(gain.std()) / math.sqrt(len(gain))
     # a checkpoint written before flow matching has no "loss"/"coupling": it trained with DSM
     old = {k: v for k, v in vars(TrainConfig()).items() if k not in ("loss", "coupling")}
     assert train_config_from({"train": old}).loss == "dsm"
