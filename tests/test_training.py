@@ -463,3 +463,23 @@ def test_flow_matching_training_lowers_the_loss_and_old_configs_mean_dsm():
     # a checkpoint written before flow matching has no "loss"/"coupling": it trained with DSM
     old = {k: v for k, v in vars(TrainConfig()).items() if k not in ("loss", "coupling")}
     assert train_config_from({"train": old}).loss == "dsm"
+
+
+def test_cli_train_flow_matching_resumes_to_the_same_checkpoint(tmp_path):
+    """``scoresde train --loss fm --coupling ot --sde rf``: the config (loss, coupling, the
+    velocity parameterization by default) is in the checkpoint, and 10 steps + ``--resume`` to 20
+    write the same file, byte for byte, as 20 steps straight."""
+    flags = ("--sde", "rf", "--loss", "fm", "--coupling", "ot", "--threads", "1")
+    assert cli.main(_train_argv(tmp_path / "straight", 20, *flags)) == 0
+    assert cli.main(_train_argv(tmp_path / "resumed", 10, *flags)) == 0
+    assert cli.main(_train_argv(tmp_path / "resumed", 20, *flags, "--resume")) == 0
+    files = [
+        (tmp_path / r / "checkpoint.safetensors").read_bytes() for r in ("straight", "resumed")
+    ]
+    assert files[0] == files[1]
+    model, meta = load_model(tmp_path / "straight" / "checkpoint")
+    assert (meta["train"]["loss"], meta["train"]["coupling"]) == ("fm", "ot")
+    assert meta["parameterization"] == "velocity" and meta["sde"] == sd.RectifiedFlow().config()
+    assert train_config_from(meta).coupling == "ot"
+    with pytest.raises(SystemExit, match="--coupling ot needs --loss fm"):
+        cli.main(_train_argv(tmp_path / "bad", 5, "--coupling", "ot"))
