@@ -26,6 +26,7 @@ from .oracle import (
     gaussian_flow_map,
 )
 from .paths import GaussianPath, RectifiedFlow
+from .reflow import reflow_pairs, straightness
 from .sampling import (
     SOLVERS,
     TIME_GRIDS,
@@ -89,6 +90,8 @@ __all__ = [
     "dsm_loss",
     "ddpm_loss",
     "flow_matching_loss",
+    "reflow_pairs",
+    "straightness",
     "ClassConditionalMixture",
     "MixtureConditional",
     "exact_class_score",
