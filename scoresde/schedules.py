@@ -1,9 +1,15 @@
 """Beta schedules of the VP and sub-VP SDEs (beta(t), its integral B(t), the inverse of B), and
 ``ScheduleCoeffs``, every schedule quantity of an SDE at a grid of times (``SDE.coeffs``).
 
-``VPSDE`` and ``SubVPSDE`` take ``schedule="linear"`` (Song et al. 2021, Eq. 32) or ``"cosine"``
-(Nichol & Dhariwal 2021, Eq. 17); each schedule works on float64 tensors and also gives the betas
+``VPSDE`` and ``SubVPSDE`` take ``schedule="linear"`` (Song et al. 2021, Eq. 32), ``"cosine"``
+(Nichol & Dhariwal 2021, Eq. 17), ``"polynomial"`` (Hoogeboom et al. 2022) or ``"sigmoid"``
+(Chen 2023; Jabri et al. 2023); each schedule works on float64 tensors and also gives the betas
 of its N-step discrete chain. Re-exported from ``scoresde.sde`` and ``scoresde``.
+
+The last three have alpha_bar(1) = 0 (beta -> inf at t = 1). Their discrete chains clip beta at
+0.999 (Nichol & Dhariwal's ``betas_for_alpha_bar``); in continuous time they end at T where
+beta(T) = 0.999 * n_train (999), the continuous analogue of the clip (as Lu et al.'s DPM-Solver
+code does for the cosine schedule).
 """
 
 from __future__ import annotations
@@ -16,7 +22,14 @@ from torch import Tensor
 
 from .validation import check_choice, check_int, check_positive, check_real
 
-SCHEDULES = ("linear", "cosine")
+SCHEDULES = ("linear", "cosine", "polynomial", "sigmoid")
+#: Options each schedule takes through ``VPSDE(schedule=..., **options)`` (besides the betas).
+SCHEDULE_OPTIONS = {
+    "linear": (),
+    "cosine": ("s", "beta_clip"),
+    "polynomial": ("power", "beta_clip"),
+    "sigmoid": ("start", "end", "tau", "beta_clip"),
+}
 
 
 @dataclass(frozen=True, eq=False)  # tensors: == would be elementwise
@@ -128,10 +141,149 @@ class CosineSchedule:
         return {"schedule": "cosine", "s": self.s, "beta_clip": self.beta_clip}
 
 
+def _clipped_betas(log_alpha_bar: Tensor, beta_clip: float) -> Tensor:
+    """beta_i = 1 - alpha_bar(i/n) / alpha_bar((i-1)/n), clipped at ``beta_clip`` (Nichol &
+    Dhariwal 2021, Eq. 17; their ``betas_for_alpha_bar``), from log alpha_bar at i/n, i = 0..n."""
+    return (-torch.expm1(log_alpha_bar[1:] - log_alpha_bar[:-1])).clamp(max=beta_clip)
+
+
+def _time_where_beta_reaches(beta, value: float) -> float:
+    """The t in (0, 1) with beta(t) = value, for a beta increasing to +inf at t = 1 (bisection)."""
+    lo, hi = 0.0, 1.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (
+            (mid, hi) if float(beta(torch.tensor(mid, dtype=torch.float64))) < value else (lo, mid)
+        )
+    return lo
+
+
+class PolynomialSchedule:
+    r"""alpha_bar(t) = (1 - t^p)^2: the polynomial schedule of Hoogeboom et al. 2022 ("Equivariant
+    Diffusion for Molecule Generation in 3D", App. B; their code's ``polynomial_schedule``, power 2
+    by default), in continuous time and without their precision shift alpha_bar -> (1 - 2s)
+    alpha_bar + s, so that alpha_bar(0) = 1 as an SDE's marginal needs.
+
+    B(t) = -log alpha_bar = -2 log(1 - t^p), beta(t) = 2 p t^(p-1) / (1 - t^p) (p >= 1 keeps beta
+    finite at 0), B^-1(b) = (1 - e^(-b/2))^(1/p). T ends where beta(T) = 999 (see the module).
+    """
+
+    def __init__(self, power: float = 2.0, beta_clip: float = 0.999, n_train: int = 1000):
+        self.power = check_real("power", power, 1.0, 10.0)
+        self.beta_clip = check_real("beta_clip", beta_clip, 0, 1, lo_open=True, hi_open=True)
+        self.n_train = check_int("n_train", n_train, 1)
+        self.T = self.t_max = _time_where_beta_reaches(self.beta, self.beta_clip * self.n_train)
+
+    def beta(self, t: Tensor) -> Tensor:
+        p = self.power
+        return 2 * p * t ** (p - 1) / -torch.expm1(p * torch.log(t)) if p != 1 else 2 / (1 - t)
+
+    def integral(self, t: Tensor) -> Tensor:
+        # log(1 - t^p): log1p(-t^p) where t^p is small, log(-expm1(p log t)) near t = 1.
+        tp = t**self.power
+        near_one = torch.log(-torch.expm1(self.power * torch.log(t.clamp(min=0.5))))
+        return -2 * torch.where(tp < 0.5, torch.log1p(-tp), near_one)
+
+    def inverse_integral(self, b: Tensor) -> Tensor:
+        return (-torch.expm1(-0.5 * b)) ** (1 / self.power)
+
+    def discrete_betas(self, n: int) -> Tensor:
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        return _clipped_betas(-self.integral(t), self.beta_clip)
+
+    def config(self) -> dict:
+        return {"schedule": "polynomial", "power": self.power, "beta_clip": self.beta_clip}
+
+
+class SigmoidSchedule:
+    r"""The sigmoid schedule of Chen 2023 ("On the importance of noise scheduling for diffusion
+    models", Alg. 1; used by Jabri, Fleet & Chen 2023, RIN), alpha_bar(t) = gamma(t) with
+    v(t) = sigmoid((t (end - start) + start) / tau),
+    gamma(t) = (v(1) - v(t)) / (v(1) - v(0)).
+
+    B(t) = -log gamma = -log1p(-(v(t) - v(0)) / (v(1) - v(0))) and
+    beta(t) = v (1 - v) k / (v(1) - v) with k = (end - start)/tau; differences of sigmoids are
+    formed as sinh(d/2) / (2 cosh(a/2) cosh(b/2)) (exact: no cancellation near t = 0 or 1).
+    Chen's clip gamma >= 1e-9 is replaced by the end T where beta(T) = 999 (see the module),
+    gamma(T) ~ 3e-4 with the defaults
+    (start, end, tau) = (-3, 3, 1), the paper's.
+    """
+
+    def __init__(
+        self,
+        start: float = -3.0,
+        end: float = 3.0,
+        tau: float = 1.0,
+        beta_clip: float = 0.999,
+        n_train: int = 1000,
+    ):
+        self.start, self.end = check_real("start", start), check_real("end", end)
+        if self.end <= self.start:
+            raise ValueError(f"end must be > start, got start={start}, end={end}")
+        self.tau = check_positive("tau", tau)
+        self.beta_clip = check_real("beta_clip", beta_clip, 0, 1, lo_open=True, hi_open=True)
+        self.n_train = check_int("n_train", n_train, 1)
+        self._u0, self._u1 = self.start / self.tau, self.end / self.tau
+        self._k = self._u1 - self._u0
+        self._v0 = 1 / (1 + math.exp(-self._u0))
+        self._range = _sigmoid_difference(self._k, self._u1, self._u0)  # v(1) - v(0)
+        self.T = self.t_max = _time_where_beta_reaches(self.beta, self.beta_clip * self.n_train)
+
+    def _u(self, t: Tensor) -> Tensor:
+        return self._u0 + t * self._k
+
+    def beta(self, t: Tensor) -> Tensor:
+        u = self._u(t)
+        v = torch.sigmoid(u)
+        return v * (1 - v) * self._k / _sigmoid_difference((1 - t) * self._k, self._u1, u)
+
+    def integral(self, t: Tensor) -> Tensor:
+        rise = _sigmoid_difference(t * self._k, self._u(t), self._u0)  # v(t) - v(0)
+        return -torch.log1p(-rise / self._range)
+
+    def inverse_integral(self, b: Tensor) -> Tensor:
+        # v(t) - v(0) = D = (1 - e^-b)(v(1) - v(0)); u - u0 = logit(v0 + D) - logit(v0), written
+        # as log1p(D / v0) - log1p(-D / (1 - v0)) so that b -> 0 gives t -> 0 without cancellation.
+        d = -torch.expm1(-b) * self._range
+        return (torch.log1p(d / self._v0) - torch.log1p(-d / (1 - self._v0))) / self._k
+
+    def discrete_betas(self, n: int) -> Tensor:
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        return _clipped_betas(-self.integral(t), self.beta_clip)
+
+    def config(self) -> dict:
+        return {
+            "schedule": "sigmoid",
+            "start": self.start,
+            "end": self.end,
+            "tau": self.tau,
+            "beta_clip": self.beta_clip,
+        }
+
+
+def _sigmoid_difference(d, a, b):
+    """sigmoid(a) - sigmoid(b) for d = a - b: sinh(d/2) / (2 cosh(a/2) cosh(b/2)), exact."""
+    if isinstance(d, Tensor) or isinstance(a, Tensor) or isinstance(b, Tensor):
+        d, a, b = (torch.as_tensor(z, dtype=torch.float64) for z in (d, a, b))
+        return torch.sinh(d / 2) / (2 * torch.cosh(a / 2) * torch.cosh(b / 2))
+    return math.sinh(d / 2) / (2 * math.cosh(a / 2) * math.cosh(b / 2))
+
+
 def make_schedule(
-    schedule: str, beta_min: float, beta_max: float
-) -> LinearSchedule | CosineSchedule:
-    """The schedule named ``schedule`` (one of ``SCHEDULES``); the cosine one takes no betas."""
-    if check_choice("schedule", schedule, SCHEDULES) == "linear":
+    schedule: str, beta_min: float, beta_max: float, **options
+) -> LinearSchedule | CosineSchedule | PolynomialSchedule | SigmoidSchedule:
+    """The schedule named ``schedule`` (one of ``SCHEDULES``) with its ``SCHEDULE_OPTIONS``; only
+    the linear one takes the betas."""
+    check_choice("schedule", schedule, SCHEDULES)
+    unknown = sorted(set(options) - set(SCHEDULE_OPTIONS[schedule]))
+    if unknown:
+        raise ValueError(
+            f"schedule {schedule!r} got unknown option(s) {unknown}; "
+            f"it accepts {list(SCHEDULE_OPTIONS[schedule]) or 'no options'}"
+        )
+    if schedule == "linear":
         return LinearSchedule(beta_min, beta_max)
-    return CosineSchedule()
+    cls = {"cosine": CosineSchedule, "polynomial": PolynomialSchedule, "sigmoid": SigmoidSchedule}
+    return cls[schedule](**options)

@@ -297,8 +297,9 @@ class _BetaSDE(SDE):
         beta_max: float = 20.0,
         schedule: str = "linear",
         T: float | None = None,
+        **schedule_options,
     ):
-        self.schedule = make_schedule(schedule, beta_min, beta_max)
+        self.schedule = make_schedule(schedule, beta_min, beta_max, **schedule_options)
         super().__init__(self.schedule.T if T is None else T)
         if self.T > self.schedule.t_max:
             raise ValueError(f"T must be <= {self.schedule.t_max} for the {schedule} schedule")
@@ -331,7 +332,9 @@ class VPSDE(_BetaSDE):
     r"""Variance-preserving SDE dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw (Song et al. Eq. 11).
 
     alpha_t = exp(-B(t)/2), sigma_t^2 = 1 - alpha_t^2 with B(t) = \int_0^t beta. The continuous
-    limit of DDPM (Ho et al. 2020); ``discrete_betas(N)`` gives the N-step chain.
+    limit of DDPM (Ho et al. 2020); ``discrete_betas(N)`` gives the N-step chain. ``schedule``
+    names a beta schedule of ``schedules.py`` with its options, e.g. ``schedule="polynomial",
+    power=2`` or ``schedule="sigmoid", start=-3, end=3, tau=1``.
     """
 
     name = "vp"
@@ -481,10 +484,10 @@ def sde_from_config(config: dict) -> SDE:
     if cls is VESDE:
         return VESDE(cfg["sigma_min"], cfg["sigma_max"], cfg.get("T", 1.0))
     if cls is not None:
-        schedule = cfg.get("schedule", "linear")
+        schedule = cfg.pop("schedule", "linear")
         if schedule == "linear":
             return cls(cfg["beta_min"], cfg["beta_max"], "linear", cfg.get("T"))
-        return cls(schedule=schedule, T=cfg.get("T"))
+        return cls(schedule=schedule, **cfg)  # T and the schedule's own options
     raise ValueError(
         f"unknown SDE type {kind!r} in config; expected VPSDE, SubVPSDE, VESDE or RectifiedFlow"
     )

@@ -16,6 +16,7 @@ from conftest import F64, RING
 from torch.testing import assert_close
 
 import scoresde as sd
+from scoresde.checkpoint import load_checkpoint, save_checkpoint
 from scoresde.metrics import mmd2, noise_floor
 
 #: (SDE, alpha(t), sigma(t)) written independently of the package, in float64 Python maths.
@@ -35,6 +36,49 @@ CLOSED_FORMS = {
         lambda t: t * (2 - t) ** 0.5,
     ),
 }
+
+
+def _vp(alpha_bar):
+    return lambda t: math.sqrt(alpha_bar(t)), lambda t: math.sqrt(1 - alpha_bar(t))
+
+
+def _sigmoid_gamma(t: float, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> float:
+    def v(u: float) -> float:
+        return 1 / (1 + math.exp(-u))
+
+    return (v(end / tau) - v((t * (end - start) + start) / tau)) / (v(end / tau) - v(start / tau))
+
+
+def _cosine_alpha_bar(t: float, s: float = 0.008) -> float:
+    return math.cos((t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+
+
+#: Every beta schedule, as (SDE, alpha(t), sigma(t)) written out here (Song et al. Eq. 33;
+#: Nichol & Dhariwal Eq. 17; Hoogeboom et al. 2022; Chen 2023, Alg. 1).
+SCHEDULE_FORMS = {
+    "vp_linear": (sd.VPSDE(), *_vp(lambda t: math.exp(-(0.1 * t + 9.95 * t**2)))),
+    "subvp_linear": (
+        sd.SubVPSDE(),
+        lambda t: math.exp(-0.5 * (0.1 * t + 9.95 * t**2)),
+        lambda t: 1 - math.exp(-(0.1 * t + 9.95 * t**2)),
+    ),
+    "vp_cosine": (sd.VPSDE(schedule="cosine"), *_vp(_cosine_alpha_bar)),
+    "vp_polynomial": (sd.VPSDE(schedule="polynomial"), *_vp(lambda t: (1 - t**2) ** 2)),
+    "vp_polynomial3": (
+        sd.VPSDE(schedule="polynomial", power=3.0),
+        *_vp(lambda t: (1 - t**3) ** 2),
+    ),
+    "vp_sigmoid": (sd.VPSDE(schedule="sigmoid"), *_vp(_sigmoid_gamma)),
+    "vp_sigmoid_0_3": (
+        sd.VPSDE(schedule="sigmoid", start=0.0, end=3.0, tau=0.7),
+        *_vp(lambda t: _sigmoid_gamma(t, 0.0, 3.0, 0.7)),
+    ),
+    "subvp_sigmoid": (
+        sd.SubVPSDE(schedule="sigmoid"),
+        lambda t: math.sqrt(_sigmoid_gamma(t)),
+        lambda t: 1 - _sigmoid_gamma(t),
+    ),
+}
 FD_H = 1e-5  # central differences: truncation ~h^2 |f'''|, round-off ~1e-16 / h, both < 1e-8
 
 
@@ -49,9 +93,9 @@ def finite_difference_f_g2(alpha, sigma, t: float) -> tuple[float, float]:
     return f, d(lambda s: sigma(s) ** 2) - 2 * f * sigma(t) ** 2
 
 
-@pytest.mark.parametrize("name", list(CLOSED_FORMS))
+@pytest.mark.parametrize("name", list(CLOSED_FORMS) + list(SCHEDULE_FORMS))
 def test_f_and_g2_match_finite_differences_of_alpha_and_sigma(name):
-    sde, alpha, sigma = CLOSED_FORMS[name]
+    sde, alpha, sigma = {**CLOSED_FORMS, **SCHEDULE_FORMS}[name]
     ts = [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, sde.T - 0.01]
     f, g2 = sde.f(torch.tensor(ts, dtype=F64)), sde.g2(torch.tensor(ts, dtype=F64))
     for i, t in enumerate(ts):
@@ -273,3 +317,38 @@ def test_rectified_flow_likelihood_of_a_gaussian_is_exact():
         prior_logp=lambda z: log_p(z, sde.T),
     )
     assert_close(out.logp, log_p(x, 1e-3), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "sde",
+    [
+        sd.RectifiedFlow(),
+        sd.RectifiedFlow(T=1.0),
+        sd.VPSDE(schedule="polynomial", power=3.0),
+        sd.VPSDE(schedule="sigmoid", start=0.0, end=3.0, tau=0.7),
+        sd.SubVPSDE(schedule="sigmoid"),
+        sd.VPSDE(schedule="cosine"),
+    ],
+    ids=["rf", "rf_T1", "vp_poly3", "vp_sigmoid", "subvp_sigmoid", "vp_cosine"],
+)
+def test_new_sdes_round_trip_through_a_checkpoint(tmp_path, sde):
+    # load_model rebuilds the SDE with sde_from_config from the checkpoint's JSON header.
+    save_checkpoint(tmp_path / "ck", {"w": torch.zeros(1)}, {"sde": sde.config()})
+    _, meta = load_checkpoint(tmp_path / "ck")
+    rebuilt = sd.sde.sde_from_config(meta["sde"])
+    assert type(rebuilt) is type(sde) and rebuilt.config() == sde.config()
+    t = torch.linspace(0.0, sde.T, 17, dtype=F64)
+    assert torch.equal(rebuilt.log_snr(t), sde.log_snr(t))
+    assert torch.equal(rebuilt.g2(t[:-1]), sde.g2(t[:-1]))
+
+
+def test_ddim_on_the_straight_path_is_euler_on_the_velocity():
+    # x_1 = alpha_1 x0_hat + sigma_1 eps_hat (DDIM) = x + (t_1 - t_0)(eps_hat - x0_hat) (Euler on
+    # u = eps_hat - x0_hat) when alpha + sigma = 1: two independent step rules, one answer.
+    sde = sd.RectifiedFlow()
+    score = sd.exact_score(sde, RING)
+    x_T = sde.prior_sample((256, 2), generator=torch.Generator().manual_seed(3), dtype=F64)
+    grid = torch.linspace(sde.T, 1e-3, 13, dtype=F64)
+    ddim = sd.sample(sde, score, (256, 2), "ddim", time_grid=grid, x_T=x_T).samples
+    euler = sd.sample(sde, score, (256, 2), "ode_euler", time_grid=grid, x_T=x_T).samples
+    assert_close(ddim, euler, rtol=1e-10, atol=1e-10)

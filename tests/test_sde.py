@@ -23,6 +23,8 @@ SDES = {
     "subvp": sd.SubVPSDE(0.1, 20.0),
     "ve": sd.VESDE(0.01, 50.0),
     "vp_cosine": sd.VPSDE(schedule="cosine"),
+    "vp_polynomial": sd.VPSDE(schedule="polynomial", power=2.0),
+    "vp_sigmoid": sd.VPSDE(schedule="sigmoid", start=-3.0, end=3.0, tau=1.0),
     "rf": sd.RectifiedFlow(),
     # The trigonometric path alpha = cos(pi t/2), sigma = sin(pi t/2), f and g^2 by autograd.
     "path_cos": sd.GaussianPath(
@@ -34,6 +36,22 @@ NAMES = list(SDES)
 PRIOR_STD = {"ve": 50.0, "rf": 0.999, "path_cos": math.sin(0.99 * math.pi / 2)}
 
 COSINE_S = 0.008
+
+
+def hoogeboom_alpha_bar(t: float, power: float = 2.0) -> float:
+    """alpha_bar(t) = (1 - t^p)^2 (Hoogeboom et al. 2022, ``polynomial_schedule``, no precision
+    shift)."""
+    return (1 - t**power) ** 2
+
+
+def chen_gamma(t: float, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> float:
+    """Chen 2023, Alg. 1 ``sigmoid_schedule`` (without its clip at 1e-9)."""
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    v_start, v_end = sigmoid(start / tau), sigmoid(end / tau)
+    return (v_end - sigmoid((t * (end - start) + start) / tau)) / (v_end - v_start)
 
 
 def nichol_dhariwal_alpha_bar(t: float) -> float:
@@ -54,6 +72,9 @@ def closed_form_marginal(name: str, t: float) -> tuple[float, float]:
         return alpha, math.sqrt(var_vp) if name == "vp" else var_vp
     if name == "ve":
         return 1.0, 0.01 * (50.0 / 0.01) ** t
+    if name in ("vp_polynomial", "vp_sigmoid"):
+        alpha_bar = hoogeboom_alpha_bar(t) if name == "vp_polynomial" else chen_gamma(t)
+        return math.sqrt(alpha_bar), math.sqrt(1 - alpha_bar)
     if name == "rf":
         return 1 - t, t
     if name == "path_cos":
@@ -186,7 +207,7 @@ def test_vp_discrete_betas_equal_ddpm_linspace():
     assert_close(betas, torch.linspace(1e-4, 0.02, 1000, dtype=F64), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "polynomial", "sigmoid"])
 @pytest.mark.parametrize("n", [25, 1000])
 def test_vp_discrete_times_give_alphas_cumprod(schedule, n):
     sde = sd.VPSDE(schedule=schedule)
@@ -230,6 +251,55 @@ def test_cosine_time_ends_where_beta_reaches_the_clip():
     assert float(sde.beta(t64(sde.T))) == pytest.approx(999.0, rel=1e-9)
     assert sde.beta_max == pytest.approx(999.0, rel=1e-9)
     assert sde.beta_min == pytest.approx(math.pi / 1.008 * math.tan(COSINE_S / 1.008 * math.pi / 2))
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0, 3.0])
+def test_polynomial_discrete_betas_match_hoogeboom_clipped(power):
+    # Their code: alphas2 on t = i/n, alphas_step = alphas2[i] / alphas2[i-1] clipped below at
+    # 0.001 (``clip_noise_schedule``), i.e. beta_i = 1 - alphas_step clipped at 0.999.
+    n = 1000
+    expected = [
+        min(1 - hoogeboom_alpha_bar(i / n, power) / hoogeboom_alpha_bar((i - 1) / n, power), 0.999)
+        for i in range(1, n + 1)
+    ]
+    betas = sd.VPSDE(schedule="polynomial", power=power).discrete_betas(n)
+    assert_close(betas, torch.tensor(expected, dtype=F64), rtol=1e-9, atol=1e-15)
+    assert float(betas[-1]) == 0.999
+
+
+@pytest.mark.parametrize("options", [{}, {"start": 0.0, "end": 3.0, "tau": 0.7}])
+def test_sigmoid_discrete_betas_match_chen_gamma_clipped(options):
+    n = 1000
+    expected = [
+        min(1 - chen_gamma(i / n, **options) / chen_gamma((i - 1) / n, **options), 0.999)
+        for i in range(1, n + 1)
+    ]
+    sde = sd.VPSDE(schedule="sigmoid", **options)
+    assert_close(sde.discrete_betas(n), torch.tensor(expected, dtype=F64), rtol=1e-9, atol=1e-15)
+    ts = torch.linspace(0.0, sde.T, 101, dtype=F64)
+    gamma = torch.tensor([chen_gamma(float(t), **options) for t in ts], dtype=F64)
+    # atol: the reference's own round-off, v(1) - v(t) of two sigmoids of ~1 (a few 1e-16).
+    assert_close(sde.marginal(ts)[0] ** 2, gamma, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("schedule", ["polynomial", "sigmoid"])
+def test_new_schedules_end_where_beta_reaches_the_clip_and_round_trip(schedule):
+    sde = sd.VPSDE(schedule=schedule)
+    assert float(sde.beta(t64(sde.T))) == pytest.approx(999.0, rel=1e-9)
+    for cls in (sd.VPSDE, sd.SubVPSDE):
+        other = cls(
+            schedule=schedule,
+            beta_clip=0.99,
+            **({"power": 3.0} if schedule == "polynomial" else {"tau": 0.5}),
+        )
+        rebuilt = sd.sde.sde_from_config(other.config())
+        assert type(rebuilt) is cls and rebuilt.config() == other.config()
+        t = torch.linspace(0, other.T, 9, dtype=F64)
+        assert_close(rebuilt.log_snr(t), other.log_snr(t), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['power'\]"):
+        sd.VPSDE(schedule="sigmoid", power=2.0)
+    with pytest.raises(ValueError, match="end must be > start"):
+        sd.VPSDE(schedule="sigmoid", start=3.0, end=-3.0)
 
 
 # ---------------------------------------------------------------------------------------------
