@@ -406,13 +406,17 @@ def test_bf16_training_step_on_gpu():
 
 
 @pytest.mark.gpu
-def test_training_steps_do_not_synchronise_with_the_host():
+@pytest.mark.parametrize("loss", ["dsm", "fm"])
+def test_training_steps_do_not_synchronise_with_the_host(loss):
     # CUDA's sync detector warns on every synchronising call; between two loss logs a step must
     # queue its kernels without waiting (batches indexed on the device, EMA and clipping fused).
+    # Flow matching with the independent coupling too (coupling="ot" syncs: scipy on the host).
     import warnings
 
-    model = ScoreModel(ResidualMLP(2, hidden=32, depth=2), sd.VPSDE())
-    tr = Trainer(model, DATA.cuda(), TrainConfig(batch_size=64, log_every=10**6), device="cuda")
+    p = "velocity" if loss == "fm" else "eps"
+    model = ScoreModel(ResidualMLP(2, hidden=32, depth=2), sd.RectifiedFlow(), p)
+    cfg = TrainConfig(batch_size=64, log_every=10**6, loss=loss)
+    tr = Trainer(model, DATA.cuda(), cfg, device="cuda")
     tr.train(3, progress=False)  # one-off initialisation (optimizer state, first shuffle)
 
     def syncs(steps: int) -> int:
