@@ -413,8 +413,8 @@ def test_training_steps_do_not_synchronise_with_the_host(loss):
     # Flow matching with the independent coupling too (coupling="ot" syncs: scipy on the host).
     import warnings
 
-    p = "velocity" if loss == "fm" else "eps"
-    model = ScoreModel(ResidualMLP(2, hidden=32, depth=2), sd.RectifiedFlow(), p)
+    sde, p = (sd.RectifiedFlow(), "velocity") if loss == "fm" else (sd.VPSDE(), "eps")
+    model = ScoreModel(ResidualMLP(2, hidden=32, depth=2), sde, p)
     cfg = TrainConfig(batch_size=64, log_every=10**6, loss=loss)
     tr = Trainer(model, DATA.cuda(), cfg, device="cuda")
     tr.train(3, progress=False)  # one-off initialisation (optimizer state, first shuffle)
