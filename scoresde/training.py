@@ -419,9 +419,9 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore weights, EMA, optimiser and step from a checkpoint of the same model.
 
-        Every inconsistency is a ValueError naming the file and the entry: another network, SDE
-        or parameterisation, missing, renamed or mis-shaped tensors, or a ``step`` that disagrees
-        with the optimiser's own step count.
+        Every inconsistency is a ValueError naming the file and the entry: another network, SDE,
+        parameterisation, loss or coupling, missing, renamed or mis-shaped tensors, or a ``step``
+        that disagrees with the optimiser's own step count.
         """
         file = checkpoint_file(path)
         tensors, meta = load_checkpoint(file, self.device)
@@ -435,6 +435,16 @@ class Trainer:
                 raise ValueError(
                     f"{file}: the checkpoint's {key} {meta.get(key)!r} differs from this "
                     f"trainer's {ours!r}"
+                )
+        # The objective: resuming DSM as flow matching (or another coupling) is another run.
+        # Checkpoints from before flow matching have no "loss"/"coupling": they trained DSM.
+        train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+        for key, default in (("loss", "dsm"), ("coupling", "independent")):
+            theirs, ours = train.get(key, default), getattr(self.config, key)
+            if theirs != ours:
+                raise ValueError(
+                    f"{file}: the checkpoint was trained with {key} {theirs!r}, this trainer's "
+                    f"config has {ours!r}"
                 )
         step = meta.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
