@@ -58,6 +58,8 @@ class GaussianPath(SDE):
         g^2 >= 0 and lambda strictly decreasing (so ``t_from_log_snr`` is a well-defined
         inverse). A ValueError names the first bad time.
 
+    Notes
+    -----
     f and g^2 come from forward-mode autograd (``torch.func.jvp``) in float64:
     f = alpha'/alpha, g^2 = 2 sigma sigma' - 2 f sigma^2 (Song et al. 2021, App. B).
     ``t_from_log_snr`` inverts lambda by bisection on [0, T] (vectorised, no host sync); values of

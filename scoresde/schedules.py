@@ -162,9 +162,10 @@ def _time_where_beta_reaches(beta, value: float) -> float:
 
 class PolynomialSchedule:
     r"""alpha_bar(t) = (1 - t^p)^2: the polynomial schedule of Hoogeboom et al. 2022 ("Equivariant
-    Diffusion for Molecule Generation in 3D", App. B; their code's ``polynomial_schedule``, power 2
-    by default), in continuous time and without their precision shift alpha_bar -> (1 - 2s)
-    alpha_bar + s, so that alpha_bar(0) = 1 as an SDE's marginal needs.
+    Diffusion for Molecule Generation in 3D"; their code's ``polynomial_schedule``, alphas2 =
+    (1 - x^power)^2 with the step ratio clipped at 0.001, used as "polynomial_2"), in continuous
+    time and without their precision shift alpha_bar -> (1 - 2s) alpha_bar + s, so that
+    alpha_bar(0) = 1 as an SDE's marginal needs.
 
     B(t) = -log alpha_bar = -2 log(1 - t^p), beta(t) = 2 p t^(p-1) / (1 - t^p) (p >= 1 keeps beta
     finite at 0), B^-1(b) = (1 - e^(-b/2))^(1/p). T ends where beta(T) = 999 (see the module).

@@ -18,8 +18,8 @@ import torch
 import scoresde as sd
 
 F64 = torch.float64
-#: Song et al.'s three SDEs with their default parameters.
-SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE()}
+#: Song et al.'s three SDEs with their default parameters, and the rectified-flow path.
+SDES = {"vp": sd.VPSDE(), "subvp": sd.SubVPSDE(), "ve": sd.VESDE(), "rf": sd.RectifiedFlow()}
 #: One anisotropic 3-D Gaussian: the reverse SDE with its exact score is linear and the PF-ODE's
 #: flow map is known in closed form (``sd.gaussian_flow_map(sde, GAUSS_MEAN, GAUSS_STD)``).
 GAUSS_MEAN = torch.tensor([[1.0, -0.5, 2.0]], dtype=F64)
