@@ -93,6 +93,13 @@ def flow_matching_loss(
         ``"mean"`` (scalar) or ``"none"`` ((batch,) per-sample losses).
     """
     check_instance("sde", sde, SDE)
+    # A DDP-wrapped ScoreModel (the Trainer's) keeps it in .module; the velocity is a forward
+    # keyword so that DDP all-reduces its gradients.
+    if not isinstance(getattr(model, "module", model), ScoreModel):
+        raise TypeError(
+            "model must be a ScoreModel (its velocity is model(x, t, y, output='velocity')), "
+            f"got {type(model).__name__}"
+        )
     check_choice("coupling", coupling, COUPLINGS)
     check_choice("time_sampling", time_sampling, TIME_SAMPLING)
     check_choice("reduction", reduction, ("mean", "none"))

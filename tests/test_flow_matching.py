@@ -247,5 +247,11 @@ def test_bad_input_is_a_clear_error(kwargs, message):
             assert repr(c) in str(info.value)
 
 
+def test_a_plain_score_function_is_a_type_error():
+    sde = SDES["vp"]
+    with pytest.raises(TypeError, match="model must be a ScoreModel"):
+        flow_matching_loss(sde, sd.exact_score(sde, _mixture()), torch.zeros(4, 2, dtype=F64))
+
+
 def test_flow_matching_loss_is_public_api():
     assert sd.flow_matching_loss is flow_matching_loss
