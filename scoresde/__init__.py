@@ -1,6 +1,7 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
+from .flow_matching import flow_matching_loss
 from .guidance import (
     cfg_score_fn,
     classifier_free_guidance,
@@ -25,6 +26,7 @@ from .oracle import (
     gaussian_flow_map,
 )
 from .paths import GaussianPath, RectifiedFlow
+from .reflow import reflow_pairs, straightness
 from .sampling import (
     SOLVERS,
     TIME_GRIDS,
@@ -87,6 +89,9 @@ __all__ = [
     "ScoreModel",
     "dsm_loss",
     "ddpm_loss",
+    "flow_matching_loss",
+    "reflow_pairs",
+    "straightness",
     "ClassConditionalMixture",
     "MixtureConditional",
     "exact_class_score",

@@ -11,6 +11,9 @@ from .sde import VPSDE, batch_coeff, randn
 from .validation import check_choice
 
 WEIGHTINGS = ("sigma2", "likelihood", "none")
+#: The Trainer's losses: denoising score matching (``dsm_loss``) or flow matching
+#: (``scoresde.flow_matching.flow_matching_loss``).
+LOSSES = ("dsm", "fm")
 TIME_SAMPLING = ("uniform", "stratified", "antithetic")
 
 #: Smallest training time (Song et al.'s code trains on t ~ U(1e-5, T)).
@@ -37,6 +40,35 @@ def sample_times(
         half = u[: (n + 1) // 2]
         u = torch.cat([half, 1 - half])[:n]
     return (eps + (T - eps) * u).to(device)
+
+
+def loss_times(
+    sde,
+    b: int,
+    t: Tensor | None,
+    eps: float,
+    time_sampling: str,
+    generator: torch.Generator | None,
+    device,
+    positive: bool = False,
+) -> Tensor:
+    """The (batch,) or 0-d float64 training times of a loss: ``t`` checked to lie in [0, T]
+    ((0, T] with ``positive``), or drawn by ``sample_times`` in [eps, T] when ``t`` is None."""
+    if t is None:
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < sde.T:
+            raise ValueError(f"eps must be a number in (0, T = {sde.T}), got {eps!r}")
+        return sample_times(b, sde.T, eps, time_sampling, generator, device)
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    if t.shape not in ((), (b,)):
+        raise ValueError(f"t must be 0-d or of shape ({b},), got {tuple(t.shape)}")
+    # One host sync, only for a t the caller chose (the trainer draws its own).
+    low_ok = t > 0 if positive else t >= 0
+    if not bool((low_ok & (t <= sde.T)).all()):
+        raise ValueError(
+            f"t must lie in {'(0' if positive else '[0'}, T = {sde.T}], got values in "
+            f"[{float(t.min())}, {float(t.max())}]"
+        )
+    return t
 
 
 def dsm_loss(
@@ -69,20 +101,7 @@ def dsm_loss(
     check_choice("time_sampling", time_sampling, TIME_SAMPLING)
     check_choice("reduction", reduction, ("mean", "none"))
     b = x0.shape[0]
-    if t is None:
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < sde.T:
-            raise ValueError(f"eps must be a number in (0, T = {sde.T}), got {eps!r}")
-        t = sample_times(b, sde.T, eps, time_sampling, generator, x0.device)
-    else:
-        t = torch.as_tensor(t, dtype=torch.float64, device=x0.device)
-        if t.shape not in ((), (b,)):
-            raise ValueError(f"t must be 0-d or of shape ({b},), got {tuple(t.shape)}")
-        # One host sync, only for a t the caller chose (the trainer draws its own).
-        if not bool(((t >= 0) & (t <= sde.T)).all()):
-            raise ValueError(
-                f"t must lie in [0, T = {sde.T}], got values in "
-                f"[{float(t.min())}, {float(t.max())}]"
-            )
+    t = loss_times(sde, b, t, eps, time_sampling, generator, x0.device)
     if noise is None:
         noise = randn(x0.shape, generator, x0.device, x0.dtype)
     elif noise.shape != x0.shape:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import copy
 import csv
 import gc
-import math
-import numbers
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,80 +33,17 @@ from .checkpoint import (  # event_shape, load_model: importable from here as be
     load_state_strict,
     save_checkpoint,
 )
-from .losses import TIME_SAMPLING, TRAIN_EPS, WEIGHTINGS, dsm_loss, sample_times
+from .flow_matching import flow_matching_loss
+from .losses import TRAIN_EPS, dsm_loss, sample_times
 from .model import ScoreModel
 from .nets.classifier import NoisyClassifier
 from .nets.embeddings import check_int
 from .oracle import _check_label_values
 from .sde import SDE, batch_coeff
-from .solvers.base import NonFiniteError, check_choice
+from .solvers.base import NonFiniteError
+from .train_config import TrainConfig, train_config_from  # noqa: F401 (importable from here)
 from .validation import check_generator, check_instance, check_positive, check_real, check_tensor
 from .validation import check_int as check_int_strict
-
-
-@dataclass
-class TrainConfig:
-    """Training hyper-parameters (defaults follow Song et al. 2021's small-model settings)."""
-
-    batch_size: int = 128  # per rank
-    lr: float = 2e-4
-    warmup: int = 500  # linear learning-rate warm-up steps
-    decay_steps: int = 0  # cosine decay from lr (after warm-up) to 0 at this step; 0: constant
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables
-    ema_decay: float = 0.999  # with warm-up min(decay, (1 + k) / (10 + k))
-    weighting: str = "sigma2"
-    time_sampling: str = "uniform"
-    eps: float = 1e-5
-    p_uncond: float = 0.0  # probability of replacing a label by the null label (CFG training)
-    seed: int = 0
-    bf16: bool = False  # bfloat16 autocast of the forward pass (CUDA only)
-    log_every: int = 100
-    ckpt_every: int = 0  # 0: only when asked
-    sample_every: int = 0  # 0: never
-
-    def __post_init__(self):
-        for name, minimum in (
-            ("batch_size", 1),
-            ("warmup", 0),
-            ("decay_steps", 0),
-            ("seed", 0),
-            ("log_every", 1),
-            ("ckpt_every", 0),
-            ("sample_every", 0),
-        ):
-            check_int(name, getattr(self, name), minimum)
-        _check_number("lr", self.lr, 0, math.inf, "(0, inf)")
-        _check_number("grad_clip", self.grad_clip, 0, math.inf, "[0, inf) (0 disables)", True)
-        _check_number("ema_decay", self.ema_decay, 0, 1, "[0, 1)", True)
-        _check_number("eps", self.eps, 0, 1, "(0, 1)")
-        _check_number("p_uncond", self.p_uncond, 0, 1, "[0, 1)", True)
-        check_choice("weighting", self.weighting, WEIGHTINGS)
-        check_choice("time_sampling", self.time_sampling, TIME_SAMPLING)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"bf16 must be True or False, got {self.bf16!r}")
-        if self.decay_steps and not self.decay_steps > self.warmup:
-            raise ValueError(
-                f"decay_steps must exceed warmup ({self.warmup}) or be 0, got {self.decay_steps}"
-            )
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of step ``step`` (0-based): linear warm-up, then constant or a cosine
-        decay to 0 at ``decay_steps`` (Loshchilov & Hutter 2017, without restarts)."""
-        lr = self.lr * min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else self.lr
-        if self.decay_steps:
-            progress = min(1.0, max(0.0, (step - self.warmup) / (self.decay_steps - self.warmup)))
-            lr *= 0.5 * (1 + math.cos(math.pi * progress))
-        return lr
-
-
-def _check_number(
-    name: str, value, low: float, high: float, allowed: str, low_closed: bool = False
-) -> None:
-    """``value`` must be a real number (not a bool) with low < value < high (low <= with
-    ``low_closed``); ``allowed`` spells the range for the error message."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (ok and (low <= value if low_closed else low < value) and value < high):
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
 
 
 def _seed(*parts: int) -> int:
@@ -132,7 +67,8 @@ def init_distributed() -> tuple[int, int]:
 
 
 class Trainer:
-    """Train a ``ScoreModel`` with denoising score matching on an in-memory data set.
+    """Train a ``ScoreModel`` with denoising score matching or flow matching (``config.loss``) on
+    an in-memory data set.
 
     Parameters
     ----------
@@ -144,6 +80,9 @@ class Trainer:
         A ``TrainConfig``.
     labels
         Optional ``(N,)`` class labels for conditional nets.
+    noise
+        ``(N, *event)`` noise coupled to each example (reflow: ``reflow_pairs``), used as the
+        flow-matching pairs; needs ``loss="fm", coupling="pairs"``, and only then allowed.
     out_dir
         Where checkpoints, ``loss.csv`` and sample figures go.
     sample_fn
@@ -159,8 +98,18 @@ class Trainer:
         out_dir: str | Path | None = None,
         device: torch.device | str | None = None,
         sample_fn=None,
+        noise: Tensor | None = None,
     ):
         self.config = config or TrainConfig()
+        if (noise is not None) != (self.config.coupling == "pairs"):
+            raise ValueError(
+                'noise= (reflow pairs) and coupling="pairs" go together: got noise '
+                f"{'given' if noise is not None else 'None'} and coupling {self.config.coupling!r}"
+            )
+        if noise is not None and noise.shape != data.shape:
+            raise ValueError(
+                f"noise must have the data's shape {tuple(data.shape)}, got {tuple(noise.shape)}"
+            )
         self.device = torch.device(device) if device is not None else data.device
         # Whoever initialised torch.distributed destroys it: close() does when this Trainer did.
         was_initialised = dist.is_available() and dist.is_initialized()
@@ -180,6 +129,7 @@ class Trainer:
                 f"eps must be below the SDE's T = {model.sde.T}, got {self.config.eps}"
             )
         self.data = data
+        self.noise = noise.to(data.device) if noise is not None else None
         self.labels = labels.to(data.device) if labels is not None else None
         self._perm: tuple[int, Tensor | None] = (-1, None)  # (epoch, this rank's shuffle)
         self.model = model.to(self.device)
@@ -236,6 +186,18 @@ class Trainer:
         net = self.ddp if self.ddp is not None else self.model
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16 and x0.is_cuda)
         with autocast:
+            if cfg.loss == "fm":
+                return flow_matching_loss(
+                    self.model.sde,
+                    net,
+                    x0,
+                    coupling=cfg.coupling,
+                    eps=cfg.eps,
+                    time_sampling=cfg.time_sampling,
+                    y=y,
+                    noise=self.noise[idx].to(self.device) if self.noise is not None else None,
+                    generator=g,
+                )
             return dsm_loss(
                 self.model.sde,
                 net,
@@ -389,9 +351,9 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore weights, EMA, optimiser and step from a checkpoint of the same model.
 
-        Every inconsistency is a ValueError naming the file and the entry: another network, SDE
-        or parameterisation, missing, renamed or mis-shaped tensors, or a ``step`` that disagrees
-        with the optimiser's own step count.
+        Every inconsistency is a ValueError naming the file and the entry: another network, SDE,
+        parameterisation, loss or coupling, missing, renamed or mis-shaped tensors, or a ``step``
+        that disagrees with the optimiser's own step count.
         """
         file = checkpoint_file(path)
         tensors, meta = load_checkpoint(file, self.device)
@@ -405,6 +367,18 @@ class Trainer:
                 raise ValueError(
                     f"{file}: the checkpoint's {key} {meta.get(key)!r} differs from this "
                     f"trainer's {ours!r}"
+                )
+        # The objective: resuming DSM as flow matching (or another coupling) is another run.
+        # Checkpoints from before flow matching have no "loss"/"coupling": they trained DSM.
+        train = meta.get("train")
+        if not isinstance(train, dict):
+            train = {}
+        for key, default in (("loss", "dsm"), ("coupling", "independent")):
+            theirs, ours = train.get(key, default), getattr(self.config, key)
+            if theirs != ours:
+                raise ValueError(
+                    f"{file}: the checkpoint was trained with {key} {theirs!r}, this trainer's "
+                    f"config has {ours!r}"
                 )
         step = meta.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -434,13 +408,6 @@ class Trainer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def train_config_from(meta: dict) -> TrainConfig:
-    """The ``TrainConfig`` a checkpoint was trained with (its JSON ``meta["train"]``), to resume
-    a run in Python with the same settings; keys this version does not know are ignored."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in meta["train"].items() if k in names})
 
 
 def train_classifier(

@@ -247,8 +247,13 @@ def test_old_format_is_a_clear_error_and_can_be_upgraded(tmp_path):
         (lambda m: m.update(sde=sd.VESDE().config()), "sde .* differs"),
         (lambda m: m.update(parameterization="x0"), "parameterization 'x0' differs"),
         (lambda m: m.pop("net"), "net None differs"),
+        (lambda m: m["train"].update(loss="fm"), "trained with loss 'fm', this trainer's config"),
+        (
+            lambda m: m["train"].update(coupling="ot"),
+            "trained with coupling 'ot', this trainer's config has 'independent'",
+        ),
     ],
-    ids=["step", "step-zero", "step-type", "sde", "parameterization", "no-net"],
+    ids=["step", "step-zero", "step-type", "sde", "parameterization", "no-net", "loss", "coupling"],
 )
 def test_resume_rejects_a_rehashed_config_that_disagrees(tmp_path, runs, edit, message):
     path = runs[1].save(tmp_path / "checkpoint")

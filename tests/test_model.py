@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SONG_SDES as SDES
+from conftest import SDES
 from test_parameterization import _draw, _rel_err, _times
 from torch import nn
 from torch.testing import assert_close
@@ -43,7 +43,8 @@ class ExactPredictionNet(nn.Module):
     def forward(self, x, t):
         self.seen_t.append(t)
         alpha, sigma = self.sde.marginal(t)
-        return prediction_from_score(self.score(x, t), self.p, x, alpha, sigma)
+        fg = {"f": self.sde.f(t), "g2": self.sde.g2(t)}
+        return prediction_from_score(self.score(x, t), self.p, x, alpha, sigma, **fg)
 
 
 @pytest.mark.parametrize("name", SDE_NAMES)
@@ -53,7 +54,7 @@ def test_score_model_returns_the_exact_score(name, p):
     exact = sd.exact_score(sde, data)
     net = ExactPredictionNet(sde, data, p)
     model = ScoreModel(net, sde, parameterization=p)
-    t = _times(32)
+    t = _times(32, T=sde.T)
     alpha, sigma = sde.marginal(t)
     x0, z = data.sample(32, torch.Generator().manual_seed(4)), _draw(32, d=2, seed=5)[1]
     x = alpha[:, None] * x0 + sigma[:, None] * z  # samples of p_t
@@ -139,3 +140,26 @@ def test_labels_are_passed_through_to_the_net():
 
 def test_score_model_is_public_api():
     assert sd.ScoreModel is ScoreModel
+
+
+@pytest.mark.parametrize("name", SDE_NAMES)
+@pytest.mark.parametrize("p", PARAMETERIZATIONS)
+def test_velocity_output_is_the_pf_ode_drift_of_the_exact_score(name, p):
+    """model(x, t, output="velocity") == f x - g^2 score / 2 with the exact mixture score, for a
+    net of every parameterization; for "velocity" it is the raw net output, bit for bit."""
+    sde, data = SDES[name], _mixture()
+    exact = sd.exact_score(sde, data)
+    model = ScoreModel(ExactPredictionNet(sde, data, p), sde, parameterization=p)
+    t = _times(32, T=sde.T)
+    alpha, sigma = sde.marginal(t)
+    x0, z = data.sample(32, torch.Generator().manual_seed(4)), _draw(32, d=2, seed=5)[1]
+    x = alpha[:, None] * x0 + sigma[:, None] * z
+    drift = sde.reverse_drift(x, t, exact(x, t), 0.5)
+    u = model(x, t, output="velocity")
+    assert torch.equal(u, model.velocity(x, t))
+    tol = 1e-10 if p != "x0" else 1e-10 + 16 * torch.finfo(F64).eps * 10 / float(sigma.min()) ** 2
+    assert _rel_err(u, drift) <= tol
+    if p == "velocity":
+        assert torch.equal(u, model.prediction(x, t))
+    with pytest.raises(ValueError, match="output"):
+        model(x, t, output="eps")

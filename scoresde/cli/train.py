@@ -1,4 +1,5 @@
-"""``scoresde train``: a score model trained with denoising score matching on a data set."""
+"""``scoresde train``: a score model trained with denoising score matching or flow matching on a
+data set."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from ..cliutil import (
     say,
 )
 from ..comparison import SDES
-from ..losses import WEIGHTINGS
+from ..flow_matching import COUPLINGS
+from ..losses import LOSSES, WEIGHTINGS
 from ..parameterization import PARAMETERIZATIONS
 from .common import add_command, add_common_flags, apply_common_flags
 from .data import data_help, load_data, standardize, transform
@@ -92,6 +94,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         raise SystemExit(f"scoresde: data of shape {tuple(x.shape)} is neither (N, d) nor images")
     sde = SDES[args.sde]()
+    if args.parameterization is None:
+        args.parameterization = "velocity" if args.loss == "fm" else "eps"
+    if args.coupling != "independent" and args.loss != "fm":
+        raise SystemExit(f"scoresde: --coupling {args.coupling} needs --loss fm")
     model = ScoreModel(net, sde, args.parameterization)
     config = TrainConfig(
         batch_size=args.batch_size,
@@ -99,7 +105,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         decay_steps=args.steps if args.lr_decay == "cosine" else 0,
         ema_decay=args.ema_decay,
+        loss=args.loss,
         weighting=args.weighting,
+        coupling=args.coupling,
         seed=args.seed,
         p_uncond=args.p_uncond if num_classes else 0.0,
         log_every=args.log_every,
@@ -162,8 +170,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     tr = add_command(
         subparsers,
         "train",
-        "train a score model with denoising score matching",
-        "Train a score model with denoising score matching. Vectors (N, d) train a residual "
+        "train a score model with denoising score matching or flow matching",
+        "Train a score model with denoising score matching (--loss dsm) or conditional flow "
+        "matching (--loss fm, Lipman et al. 2023). Vectors (N, d) train a residual "
         "MLP, images (N, C, H, W) a U-Net. --steps, --batch-size, --lr and --width default by "
         f"kind of data: {describe_defaults()}. The progress bar's time left is the estimate; "
         f"{THREADS_HINT}.",
@@ -213,9 +222,23 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--parameterization",
-        default="eps",
+        default=None,
         choices=PARAMETERIZATIONS,
-        help="what the network predicts",
+        help="what the network predicts (default: eps; velocity with --loss fm)",
+    )
+    tr.add_argument(
+        "--loss",
+        default="dsm",
+        choices=LOSSES,
+        help="dsm: denoising score matching; fm: flow matching on the SDE's Gaussian path "
+        "(--sde rf: rectified flow)",
+    )
+    tr.add_argument(
+        "--coupling",
+        default="independent",
+        choices=tuple(c for c in COUPLINGS if c != "pairs"),
+        help="--loss fm: noise independent of the data, or paired by minibatch optimal "
+        "transport (ot; Tong et al. 2024)",
     )
     tr.add_argument(
         "--width",
