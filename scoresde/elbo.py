@@ -89,10 +89,8 @@ def _posterior(betas: Tensor, abar: Tensor, i, x0: Tensor, x_i: Tensor) -> tuple
     coef_x0 = torch.sqrt(ab_prev) * beta / (1 - ab)
     coef_xt = torch.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)
     var = (1 - ab_prev) / (1 - ab) * beta
-    mean = batch_coeff(coef_x0, x0.to(F64)) * x0.to(F64) + batch_coeff(
-        coef_xt, x0.to(F64)
-    ) * x_i.to(F64)
-    return mean, var
+    x0, x_i = x0.to(F64), x_i.to(F64)
+    return batch_coeff(coef_x0, x0) * x0 + batch_coeff(coef_xt, x0) * x_i, var
 
 
 def ddpm_posterior(sde: SDE, N: int, i, x0: Tensor, x_i: Tensor) -> tuple[Tensor, Tensor]:
@@ -371,15 +369,10 @@ def continuous_elbo(
     )
     decoder = torch.full((batch,), d * float(lam_eps) - 0.5 * d * math.log(2 * math.pi * math.e))
     decoder = decoder.to(dtype=F64, device=dev)
+    gen_dev = generator.device if generator is not None else dev  # one generator, any device
     draws = []
     for _ in range(n_times):
-        u = torch.rand(
-            batch,
-            generator=generator,
-            dtype=F64,
-            device=None if generator is None else generator.device,
-        )
-        u = u.to(dev)
+        u = torch.rand(batch, generator=generator, dtype=F64, device=gen_dev).to(dev)
         if importance:
             t = sde.t_from_log_snr(lam_T + u * (lam_eps - lam_T)).clamp(eps, sde.T)
         else:
