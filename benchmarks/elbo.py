@@ -124,7 +124,7 @@ def quadrature_check(reps: int) -> None:
             if name == "continuous_elbo" and N == 100:
                 continue
             per = v.reshape(301, reps)
-            gap = sign * per.mean(1) + sign * logp
+            gap = sign * per.mean(1) + logp  # nll + log p, or log p - elbo
             se = float(((w * per.std(1) / math.sqrt(reps)) ** 2).sum().sqrt())
             print(
                 f"| {name} | {float((w * gap).sum()):+.4f} | {se:.4f} | {float(gap.min()):+.3f} | "
