@@ -1,6 +1,14 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
+from .elbo import (
+    ELBOResult,
+    VLBResult,
+    continuous_elbo,
+    ddpm_posterior,
+    ddpm_vlb,
+    normal_kl,
+)
 from .flow_matching import flow_matching_loss
 from .guidance import (
     cfg_score_fn,
@@ -86,6 +94,12 @@ __all__ = [
     "LikelihoodResult",
     "bits_per_dim",
     "dequantize",
+    "normal_kl",
+    "ddpm_posterior",
+    "ddpm_vlb",
+    "VLBResult",
+    "continuous_elbo",
+    "ELBOResult",
     "ScoreModel",
     "dsm_loss",
     "ddpm_loss",
