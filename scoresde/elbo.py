@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sde import SDE, ScoreFn, batch_coeff, randn
+from .sde import SDE, VPSDE, ScoreFn, batch_coeff, randn
 from .validation import (
     check_bool,
     check_callable,
@@ -68,16 +68,17 @@ def _flat_sum(x: Tensor) -> Tensor:
 
 
 # -- the N-step DDPM chain ------------------------------------------------------------------------
-def _check_ddpm_sde(sde: SDE) -> None:
+def _check_ddpm_sde(sde: SDE) -> VPSDE:
     check_instance("sde", sde, SDE)
-    if getattr(sde, "ancestral_rule", None) != "ddpm":
+    if not isinstance(sde, VPSDE):
         raise ValueError(
             f"the DDPM bound needs an SDE with a DDPM discretisation (VPSDE); {type(sde).__name__} "
             "has none. Use continuous_elbo, which works for every linear SDE."
         )
+    return sde
 
 
-def _chain(sde: SDE, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+def _chain(sde: VPSDE, n: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """(betas (N,), alpha_bar (N + 1,) with alpha_bar_0 = 1), float64, of ``sde.discrete_betas``."""
     betas = sde.discrete_betas(n).to(device)
     return betas, torch.cat([betas.new_ones(1), torch.cumprod(1 - betas, 0)])
@@ -117,7 +118,7 @@ def ddpm_posterior(sde: SDE, N: int, i, x0: Tensor, x_i: Tensor) -> tuple[Tensor
     var
         0-d (int ``i``) or ``(batch,)`` tensor in x0's dtype.
     """
-    _check_ddpm_sde(sde)
+    vp = _check_ddpm_sde(sde)
     N = check_int("N", N, 1)
     check_tensor("x0", x0, min_dim=1)
     check_tensor("x_i", x_i, min_dim=1)
@@ -133,7 +134,7 @@ def ddpm_posterior(sde: SDE, N: int, i, x0: Tensor, x_i: Tensor) -> tuple[Tensor
         i = i.to(x0.device)
     else:
         i = check_int("i", i, 1, N)
-    betas, abar = _chain(sde, N, x0.device)
+    betas, abar = _chain(vp, N, x0.device)
     mean, var = _posterior(betas, abar, i, x0, x_i)
     return mean.to(x0.dtype), var.to(x0.dtype)
 
@@ -224,7 +225,7 @@ def ddpm_vlb(
     generator
         For the draws of x_i.
     """
-    _check_ddpm_sde(sde)
+    vp = _check_ddpm_sde(sde)
     check_callable("score_fn", score_fn)
     check_tensor("x0", x0, min_dim=2, finite=True)
     N = check_int("N", N, 2)
@@ -237,8 +238,8 @@ def ddpm_vlb(
 
     dev, dt = x0.device, x0.dtype
     x = x0.to(F64)
-    betas, abar = _chain(sde, N, dev)
-    times = sde.discrete_times(N).to(dev)
+    betas, abar = _chain(vp, N, dev)
+    times = vp.discrete_times(N).to(dev)
     score_times = times.clamp(max=sde.T).to(dt)
     log_var = torch.log(betas) if variance == "beta" else None
     per_step = []  # L_{i-1} per sample for i = 1..N (L_0 first)
