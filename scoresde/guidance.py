@@ -22,9 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .nets.embeddings import batch_time
-from .oracle import _check_label_values
 from .sde import ScoreFn, TimeLike
-from .validation import check_callable, check_real
+from .validation import check_callable, check_label_values, check_real
 
 __all__ = [
     "classifier_free_guidance",
@@ -142,7 +141,7 @@ def cfg_score_fn(
             "classifier-free guidance needs a class-conditional model: its network was built "
             "with num_classes=None (train with --conditional / num_classes=K and p_uncond > 0)"
         )
-    _check_label_values(y, num_classes)
+    check_label_values(y, num_classes)
     scale, interval = _check_scale(scale), _check_interval(interval)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
@@ -222,7 +221,7 @@ def classifier_log_prob(
     num_classes = _num_classes(classifier)
     if num_classes is None:
         raise ValueError("the classifier must have a num_classes attribute")
-    _check_label_values(y, num_classes)
+    check_label_values(y, num_classes)
 
     def log_prob_y(x: Tensor, t: TimeLike) -> Tensor:
         logp = torch.log_softmax(classifier(x, batch_time(t, x)), dim=-1)

@@ -15,7 +15,13 @@ import torch
 from torch import Tensor
 
 from .sde import SDE, TimeLike
-from .validation import batch_time, check_generator, check_instance, check_int
+from .validation import (
+    batch_time,
+    check_generator,
+    check_instance,
+    check_int,
+    check_label_values,
+)
 
 __all__ = [
     "GaussianMixture",
@@ -293,23 +299,6 @@ def gaussian_flow_map(sde: SDE, mean, std) -> Callable[[Tensor, TimeLike, TimeLi
 # Conditional oracles: class-conditional mixtures and the conditional p(x_missing | x_known).
 
 
-def _check_label_values(y, num_classes: int) -> None:
-    """Raise ValueError unless every label is an integer in [0, num_classes)."""
-    if isinstance(y, Tensor):
-        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise ValueError(f"labels must be integers, got a {y.dtype} tensor")
-        if y.dim() > 1:
-            raise ValueError(f"labels must be an int or a (batch,) tensor, got {tuple(y.shape)}")
-        # One host sync, when the score function is built, never per step.
-        bad = (y < 0) | (y >= num_classes)
-        if y.numel() and bool(bad.any()):
-            raise ValueError(
-                f"labels must be in [0, {num_classes}); got {y[bad].unique().tolist()}"
-            )
-    elif isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < num_classes:
-        raise ValueError(f"label must be an integer in [0, {num_classes}), got {y!r}")
-
-
 class ClassConditionalMixture:
     """p(x, y) = pi_y p(x | y) with each class conditional p(x | y) a ``GaussianMixture``.
 
@@ -365,7 +354,7 @@ class ClassConditionalMixture:
 
     def conditional(self, y: int) -> GaussianMixture:
         """p(x | y) for one class y."""
-        _check_label_values(y, self.num_classes)
+        check_label_values(y, self.num_classes)
         return self.mixtures[y]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -423,7 +412,7 @@ def exact_class_score(
         A class (int) or ``(batch,)`` labels, checked once, here.
     """
     _check_sde_data(sde, data, ClassConditionalMixture)
-    _check_label_values(y, data.num_classes)
+    check_label_values(y, data.num_classes)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         xf = data.mixture._check_x(x)  # noqa: SLF001
@@ -447,7 +436,7 @@ def exact_classifier(
     grad log p_t(x) + grad log p_t(y | x)). y : a class (int) or (batch,) labels, checked here.
     """
     _check_sde_data(sde, data, ClassConditionalMixture)
-    _check_label_values(y, data.num_classes)
+    check_label_values(y, data.num_classes)
 
     def log_prob_y(x: Tensor, t: TimeLike) -> Tensor:
         xf = data.mixture._check_x(x)  # noqa: SLF001

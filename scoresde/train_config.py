@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields
 
 from .flow_matching import COUPLINGS
 from .losses import LOSSES, TIME_SAMPLING, WEIGHTINGS
-from .nets.embeddings import check_int
-from .validation import check_choice
+from .validation import check_choice, check_config_int, check_config_real
 
 
 @dataclass
@@ -45,12 +43,12 @@ class TrainConfig:
             ("ckpt_every", 0),
             ("sample_every", 0),
         ):
-            check_int(name, getattr(self, name), minimum)
-        _check_number("lr", self.lr, 0, math.inf, "(0, inf)")
-        _check_number("grad_clip", self.grad_clip, 0, math.inf, "[0, inf) (0 disables)", True)
-        _check_number("ema_decay", self.ema_decay, 0, 1, "[0, 1)", True)
-        _check_number("eps", self.eps, 0, 1, "(0, 1)")
-        _check_number("p_uncond", self.p_uncond, 0, 1, "[0, 1)", True)
+            check_config_int(name, getattr(self, name), minimum)
+        check_config_real("lr", self.lr, 0, math.inf, "(0, inf)")
+        check_config_real("grad_clip", self.grad_clip, 0, math.inf, "[0, inf) (0 disables)", True)
+        check_config_real("ema_decay", self.ema_decay, 0, 1, "[0, 1)", True)
+        check_config_real("eps", self.eps, 0, 1, "(0, 1)")
+        check_config_real("p_uncond", self.p_uncond, 0, 1, "[0, 1)", True)
         check_choice("loss", self.loss, LOSSES)
         check_choice("weighting", self.weighting, WEIGHTINGS)
         check_choice("coupling", self.coupling, COUPLINGS)
@@ -72,16 +70,6 @@ class TrainConfig:
             progress = min(1.0, max(0.0, (step - self.warmup) / (self.decay_steps - self.warmup)))
             lr *= 0.5 * (1 + math.cos(math.pi * progress))
         return lr
-
-
-def _check_number(
-    name: str, value, low: float, high: float, allowed: str, low_closed: bool = False
-) -> None:
-    """``value`` must be a real number (not a bool) with low < value < high (low <= with
-    ``low_closed``); ``allowed`` spells the range for the error message."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not (ok and (low <= value if low_closed else low < value) and value < high):
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
 
 
 def train_config_from(meta: dict) -> TrainConfig:

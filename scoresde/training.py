@@ -37,13 +37,19 @@ from .flow_matching import flow_matching_loss
 from .losses import TRAIN_EPS, dsm_loss, sample_times
 from .model import ScoreModel
 from .nets.classifier import NoisyClassifier
-from .nets.embeddings import check_int
-from .oracle import _check_label_values
 from .sde import SDE, batch_coeff
 from .solvers.base import NonFiniteError
 from .train_config import TrainConfig, train_config_from  # noqa: F401 (importable from here)
-from .validation import check_generator, check_instance, check_positive, check_real, check_tensor
-from .validation import check_int as check_int_strict
+from .validation import (
+    check_config_int,
+    check_generator,
+    check_instance,
+    check_int,
+    check_label_values,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 
 def _seed(*parts: int) -> int:
@@ -256,7 +262,7 @@ class Trainer:
         Raises ``NonFiniteError`` at the first log, checkpoint or sample point (and at the end)
         after a non-finite loss or gradient.
         """
-        check_int("steps", steps, 0)
+        check_config_int("steps", steps, 0)
         cfg = self.config
         if self.step == 0 and self.rank == 0 and self.out_dir is not None:
             (self.out_dir / "loss.csv").unlink(missing_ok=True)  # a fresh run, not a resume
@@ -431,14 +437,14 @@ def train_classifier(
     check_instance("sde", sde, SDE)
     check_tensor("data", data, min_dim=2)
     check_tensor("labels", labels, floating=False)
-    check_int_strict("steps", steps, 1)  # floats are TypeErrors here, as in the guidance API
-    check_int_strict("batch_size", batch_size, 1)
+    check_int("steps", steps, 1)  # floats are TypeErrors here, as in the guidance API
+    check_int("batch_size", batch_size, 1)
     check_positive("lr", lr)
     check_real("eps", eps, 0.0, sde.T, lo_open=True, hi_open=True)
     check_generator("generator", generator)
     if labels.shape != (data.shape[0],):
         raise ValueError(f"labels must have shape ({data.shape[0]},), got {tuple(labels.shape)}")
-    _check_label_values(labels, classifier.num_classes)
+    check_label_values(labels, classifier.num_classes)
     dev = data.device
     g_dev = generator.device if generator is not None else dev
     opt = torch.optim.Adam(classifier.parameters(), lr=lr)

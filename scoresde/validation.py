@@ -228,11 +228,38 @@ def batch_time(t: Any, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
 # and command-line flags, where "2.5 is not an int" and "-1 is too small" are the same mistake.
 
 
+def check_label_values(y, num_classes: int) -> None:
+    """Raise ValueError unless every label is an integer in [0, num_classes)."""
+    if isinstance(y, Tensor):
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"labels must be integers, got a {y.dtype} tensor")
+        if y.dim() > 1:
+            raise ValueError(f"labels must be an int or a (batch,) tensor, got {tuple(y.shape)}")
+        # One host sync, when the score function is built, never per step.
+        bad = (y < 0) | (y >= num_classes)
+        if y.numel() and bool(bad.any()):
+            raise ValueError(
+                f"labels must be in [0, {num_classes}); got {y[bad].unique().tolist()}"
+            )
+    elif isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < num_classes:
+        raise ValueError(f"label must be an integer in [0, {num_classes}), got {y!r}")
+
+
 def check_config_int(name: str, value: Any, minimum: int = 1) -> int:
     """``value`` if it is a Python int >= ``minimum`` (bools rejected), else ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_config_real(
+    name: str, value, low: float, high: float, allowed: str, low_closed: bool = False
+) -> None:
+    """``value`` must be a real number (not a bool) with low < value < high (low <= with
+    ``low_closed``); ``allowed`` spells the range for the error message."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (ok and (low <= value if low_closed else low < value) and value < high):
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
 
 
 def check_config_even(name: str, value: Any) -> int:
