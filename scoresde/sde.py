@@ -408,6 +408,8 @@ class SubVPSDE(_BetaSDE):
         # lam = log r - log(1 - r^2) with r = alpha: e^lam r^2 + r - e^lam = 0, positive root
         # r = 2 e^lam / (1 + sqrt(1 + 4 e^{2 lam})), then B = -2 log r.
         log_r = math.log(2) + lam - torch.log1p(torch.sqrt(1 + 4 * torch.exp(2 * lam)))
+        # lam = +inf is t = 0 (r = 1); the formula gives inf - inf there.
+        log_r = torch.where(torch.isposinf(lam), 0.0, log_r)
         return self.schedule.inverse_integral(-2 * log_r)
 
 

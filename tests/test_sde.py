@@ -394,6 +394,9 @@ def test_log_snr_is_log_alpha_over_sigma_and_inverts(name):
     assert_close(sde.t_from_log_snr(lam), t, rtol=1e-10, atol=0)
     lam_grid = torch.linspace(float(lam.min()), float(lam.max()), 50, dtype=F64)
     assert_close(sde.log_snr(sde.t_from_log_snr(lam_grid)), lam_grid, rtol=1e-10, atol=1e-10)
+    if name != "ve":  # VE's sigma_0 > 0: its log-SNR is finite at t = 0
+        # sigma_0 = 0: lambda = +inf is exactly t = 0 (sub-VP's closed form once gave inf - inf).
+        assert float(sde.t_from_log_snr(math.inf)) == 0.0
 
 
 S_T_PAIRS = [(0.0, 0.2), (0.1, 0.5), (0.3, 0.9), (0.5, 0.99), (0.05, 0.06), (0.7, 0.7)]
