@@ -15,6 +15,8 @@ import math
 
 import pytest
 import torch
+from conftest import SDES
+from test_losses import SmoothNet
 from torch import nn
 from torch.testing import assert_close
 
@@ -24,25 +26,7 @@ from scoresde.model import ScoreModel
 
 F64 = torch.float64
 
-SDES = {
-    "vp": sd.VPSDE(0.1, 20.0),
-    "subvp": sd.SubVPSDE(0.1, 20.0),
-    "ve": sd.VESDE(0.01, 50.0),
-    "rf": sd.RectifiedFlow(),
-}
 SDE_NAMES = list(SDES)
-
-
-class SmoothNet(nn.Module):
-    """A fixed nonlinear net(x, t): anything that is not already the answer will do."""
-
-    def __init__(self, d: int = 3, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.w = nn.Parameter(torch.randn(d, d, generator=g, dtype=F64))
-
-    def forward(self, x, t):
-        return torch.sin(x @ self.w) * (1 + t[:, None]) + 0.1 * x
 
 
 class ExactVelocity(nn.Module):
