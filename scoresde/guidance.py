@@ -139,8 +139,8 @@ def interval_scale(
     """w(t) = w for t in [t_lo, t_hi], ``outside`` elsewhere (a per-sample ``torch.where``).
 
     Limited-interval guidance (Kynkäänniemi et al. 2024, Sec. 3): guide only at medium noise
-    levels; ``outside = 1`` is the plain conditional score there (as ``interval=`` of
-    ``classifier_free_guidance``, which also skips the unconditional branch's effect exactly).
+    levels; ``outside = 1`` gives s_u + (s_c - s_u) there, the conditional score up to round-off
+    (``interval=`` of ``classifier_free_guidance`` returns s_c itself).
     """
     w, outside = check_real("w", w), check_real("outside", outside)
     checked = _check_interval((t_lo, t_hi))
