@@ -329,6 +329,50 @@ def test_guidance_rescale_is_lin_et_al_algorithm_2(name):
     )
 
 
+def _grad(log_density, x, t):
+    xg = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(log_density(xg, t).sum(), xg)
+    return g
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_variants_are_gradients_of_their_tilted_log_densities(name):
+    # An independent truth: autograd of the exact log-densities of the diffused mixtures, where
+    # each variant is grad log of p_t(x) prod_k [p_t(x | c_k) / p_t(x)]^w_k at every t.
+    sde, data = SDES[name], three_classes()
+    s_u, s_y = _oracle(name)
+    logp = sd.exact_log_prob(sde, data.mixture)
+    logc = [sd.exact_log_prob(sde, data.conditional(y)) for y in range(3)]
+    x, t = points(32), torch.linspace(0.05, 1.0, 32, dtype=F64)
+    w = 1.7
+    neg = _grad(lambda x, t: (1 + w) * logc[1](x, t) - w * logc[0](x, t), x, t)
+    assert_close(negative_guidance(s_y[1], s_y[0], w)(x, t), neg, rtol=0, atol=1e-10)
+    ws = [2.0, -0.5, 0.8]
+
+    def tilted(x, t):
+        return logp(x, t) + sum(
+            wk * (lc(x, t) - logp(x, t)) for wk, lc in zip(ws, logc, strict=True)
+        )
+
+    multi = _grad(tilted, x, t)
+    assert_close(multi_condition_guidance(s_u, s_y, ws)(x, t), multi, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [linear_scale(3.0, 1.0), cosine_scale(3.0, 1.0)])
+def test_scheduled_guided_sampling_has_no_per_step_sync(scale):
+    from test_sampling import count_syncs
+
+    s_u, s_y = _oracle()
+    for guided in (
+        classifier_free_guidance(s_y[0], s_u, scale=scale, rescale=0.5),
+        negative_guidance(s_y[0], s_y[1], scale=scale),
+        multi_condition_guidance(s_u, s_y[:2], [scale, 0.5]),
+    ):
+        few = count_syncs(SDES["vp"], guided, "ode_euler", 5)
+        many = count_syncs(SDES["vp"], guided, "ode_euler", 50)
+        assert many.count == few.count, (few.names, many.names)
+
+
 def test_guidance_variants_reject_bad_input():
     s_u, s_y = _oracle()
     x = points(4)
