@@ -461,7 +461,8 @@ def guidance_rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
     Parameters
     ----------
     guided, cond
-        (batch, *event) tensors of the same shape, at least 2 event entries per sample.
+        (batch, *event) tensors of the same shape, at least 2 event entries per sample. A
+        sample whose ``guided`` is constant over its event (std 0) is returned unchanged.
     phi
         The mixing factor in [0, 1] (Lin et al. use 0.7).
     """
@@ -479,5 +480,9 @@ def guidance_rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
             f"event entries, got {tuple(guided.shape)}"
         )
     dims = list(range(1, guided.dim()))
-    ratio = cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
-    return guided * (phi * ratio + (1.0 - phi))
+    std_g = guided.std(dim=dims, keepdim=True)
+    # A sample whose guided prediction is constant over its event (std 0, e.g. a zero-initialised
+    # network) is left as it is instead of becoming 0/0 = NaN (a device-side select, no sync).
+    flat = std_g == 0
+    ratio = cond.std(dim=dims, keepdim=True) / torch.where(flat, 1.0, std_g)
+    return guided * torch.where(flat, 1.0, phi * ratio + (1.0 - phi))

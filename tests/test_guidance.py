@@ -250,6 +250,8 @@ def test_scheduled_cfg_score_fn_batches_and_follows_the_schedule():
     model = sd_model(ResidualMLP(2, hidden=16, depth=1, num_classes=3)).double()
     x, t = points(8), torch.linspace(0.1, 0.9, 8, dtype=F64)
     with torch.no_grad():
+        for p in model.parameters():  # the output layer starts at 0: make both branches differ
+            p.add_(0.3 * torch.randn_like(p))
         c = model(x, t, torch.full((8,), 2))
         u = model(x, t, torch.full((8,), 3))
         sched = cosine_scale(3.0, 1.0)
@@ -257,6 +259,9 @@ def test_scheduled_cfg_score_fn_batches_and_follows_the_schedule():
         assert_close(got, u + sched(t)[:, None] * (c - u), rtol=0, atol=1e-10)
         ref = cfg_score_fn(model, 2, scale=2.0)(x, t)
         assert torch.equal(cfg_score_fn(model, 2, scale=constant_scale(2.0))(x, t), ref)
+        got = cfg_score_fn(model, 2, scale=sched, rescale=0.7)(x, t)
+        want = guidance_rescale(u + sched(t)[:, None] * (c - u), c, 0.7)
+        assert_close(got, want, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("name", list(SDES))
@@ -318,6 +323,11 @@ def test_guidance_rescale_is_lin_et_al_algorithm_2(name):
     sig = sigma[:, None]
     eps = guidance_rescale(-sig * cfg, -sig * c, phi)
     assert_close(eps, -sig * guidance_rescale(cfg, c, phi), rtol=1e-12, atol=1e-12)
+    # A constant guided prediction (std 0, e.g. a zero-initialised net) is left as it is.
+    flat = torch.cat([torch.zeros(1, 2, dtype=F64), cfg[1:]])
+    out = guidance_rescale(flat, c, phi)
+    assert torch.equal(out[0], flat[0]) and torch.isfinite(out).all()
+    assert_close(out[1:], want[1:], rtol=0, atol=1e-10)
     # Image-shaped events: the std is over all event dims of each sample.
     img_g, img_c = cfg.reshape(32, 1, 2, 1).repeat(1, 2, 1, 3), c.reshape(32, 1, 2, 1)
     img_c = img_c.repeat(1, 2, 1, 3)
