@@ -15,6 +15,13 @@ from .guidance import (
     classifier_free_guidance,
     classifier_guidance,
     classifier_log_prob,
+    constant_scale,
+    cosine_scale,
+    guidance_rescale,
+    interval_scale,
+    linear_scale,
+    multi_condition_guidance,
+    negative_guidance,
 )
 from .inpainting import INPAINT_METHODS, InpaintResult, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
@@ -116,6 +123,13 @@ __all__ = [
     "NoisyClassifier",
     "train_classifier",
     "classifier_log_prob",
+    "negative_guidance",
+    "multi_condition_guidance",
+    "guidance_rescale",
+    "constant_scale",
+    "linear_scale",
+    "cosine_scale",
+    "interval_scale",
     "inpaint",
     "InpaintResult",
     "INPAINT_METHODS",

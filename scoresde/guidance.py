@@ -8,6 +8,13 @@ classifier is ``nets.NoisyClassifier``, trained by ``training.train_classifier``
     cfg_score_fn(model, y, scale=w)                 the same, one batched call to a conditional net
     classifier_guidance(s, log p_t(y|x), scale=w)   s + w grad_x log p_t(y | x)  (Song et al. 2021)
     classifier_log_prob(classifier, y)              log p_phi(y | x, t) for classifier_guidance
+    negative_guidance(s_c, s_neg, scale=w)          s_c + w (s_c - s_neg)   (negative prompts)
+    multi_condition_guidance(s_u, [s_k], [w_k])     s_u + sum_k w_k (s_k - s_u)  (Liu et al. 2022)
+    guidance_rescale(guided, cond, phi)             rescale to cond's std  (Lin et al. 2024)
+
+Every ``scale`` may be a number or a schedule w(t): a callable from the (batch,) times to a
+number or a (batch,) tensor (``constant_scale``, ``linear_scale``, ``cosine_scale``,
+``interval_scale`` build the common ones). It is evaluated on the device, once per call.
 
 With w > 1 neither guidance samples p(x | y)^w p(x)^(1-w): the guided score is the gradient of
 p_t(x | y)^w p_t(x)^(1-w) at every t, but that family is not the diffusion of its t = 0 member
@@ -16,6 +23,7 @@ p_t(x | y)^w p_t(x)^(1-w) at every t, but that family is not the diffusion of it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,19 +34,128 @@ from .sde import ScoreFn, TimeLike
 from .validation import check_callable, check_label_values, check_real
 
 __all__ = [
+    "Scale",
+    "constant_scale",
+    "linear_scale",
+    "cosine_scale",
+    "interval_scale",
     "classifier_free_guidance",
     "cfg_score_fn",
     "classifier_guidance",
     "classifier_log_prob",
+    "negative_guidance",
+    "multi_condition_guidance",
+    "guidance_rescale",
 ]
+
+#: A guidance scale: a number, or a schedule ``w(t)`` from the (batch,) times (in x's dtype and
+#: device) to a number or a (batch,) / 0-d tensor.
+Scale = float | Callable[[Tensor], Tensor | float]
 
 
 # ----------------------------------------------------------------------------------------------
 # Classifier-free guidance
 
 
-def _check_scale(scale) -> float:
-    return check_real("scale", scale)
+def _check_scale(scale, name: str = "scale") -> Scale:
+    """A number (checked finite) or a schedule w(t) (checked callable; its values are not
+    checked per call, which would need a host sync)."""
+    if callable(scale) and not isinstance(scale, Tensor):
+        return scale
+    return check_real(name, scale)
+
+
+def _scale_at(scale: Scale, t, x: Tensor) -> float | Tensor:
+    """The scale at time t: a number as is, a schedule's (batch,) values shaped to broadcast
+    over x's event dims (shape checks only, no sync)."""
+    if not callable(scale):
+        return scale
+    w = scale(batch_time(t, x))
+    if isinstance(w, Tensor):
+        if w.dim() == 0:
+            return w.to(device=x.device, dtype=x.dtype)
+        if w.shape != (x.shape[0],):
+            raise ValueError(
+                f"a guidance schedule w(t) must return a number or a 0-d or ({x.shape[0]},) "
+                f"tensor, got shape {tuple(w.shape)}"
+            )
+        return w.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+    return check_real("w(t)", w)
+
+
+def _is_const(scale: Scale, value: float) -> bool:
+    return not callable(scale) and scale == value
+
+
+# -- schedules w(t) ----------------------------------------------------------------------------
+
+
+def constant_scale(w: float) -> Callable[[Tensor], float]:
+    """The schedule w(t) = w; guidance with it equals guidance with ``scale=w`` bit for bit."""
+    w = check_real("w", w)
+
+    def schedule(t: Tensor) -> float:
+        return w
+
+    return schedule
+
+
+def _check_T(T) -> float:
+    return check_real("T", T, 0.0, lo_open=True)
+
+
+def linear_scale(w0: float, w1: float, T: float = 1.0) -> Callable[[Tensor], Tensor]:
+    """w(t) = w0 + (w1 - w0) t / T: w0 at the data end (t = 0), w1 at the prior end (t = T).
+
+    Wang et al. 2024 ("Analysis of Classifier-Free Guidance Weight Schedulers", Sec. 4) find that
+    guidance growing as sampling proceeds (small w at high noise, large near the data: w0 > w1)
+    beats a constant scale of the same mean.
+    """
+    w0, w1, T = check_real("w0", w0), check_real("w1", w1), _check_T(T)
+
+    def schedule(t: Tensor) -> Tensor:
+        return w0 + (w1 - w0) * (t / T)
+
+    return schedule
+
+
+def cosine_scale(w0: float, w1: float, T: float = 1.0) -> Callable[[Tensor], Tensor]:
+    """w(t) = w1 + (w0 - w1) (1 + cos(pi t / T)) / 2: w0 at t = 0, w1 at t = T, flat at both ends.
+
+    The cosine schedule of Wang et al. 2024 (Sec. 4), with the same convention as
+    ``linear_scale``.
+    """
+    w0, w1, T = check_real("w0", w0), check_real("w1", w1), _check_T(T)
+
+    def schedule(t: Tensor) -> Tensor:
+        return w1 + (w0 - w1) * (0.5 * (1.0 + torch.cos((math.pi / T) * t)))
+
+    return schedule
+
+
+def interval_scale(
+    w: float, t_lo: float, t_hi: float, outside: float = 1.0
+) -> Callable[[Tensor], Tensor]:
+    """w(t) = w for t in [t_lo, t_hi], ``outside`` elsewhere (a per-sample ``torch.where``).
+
+    Limited-interval guidance (Kynkäänniemi et al. 2024, Sec. 3): guide only at medium noise
+    levels; ``outside = 1`` gives s_u + (s_c - s_u) there, the conditional score up to round-off
+    (``interval=`` of ``classifier_free_guidance`` returns s_c itself).
+    """
+    w, outside = check_real("w", w), check_real("outside", outside)
+    checked = _check_interval((t_lo, t_hi))
+    assert checked is not None
+    lo, hi = checked
+
+    def schedule(t: Tensor) -> Tensor:
+        inside = (t >= lo) & (t <= hi)
+        return torch.where(inside, torch.full_like(t, w), torch.full_like(t, outside))
+
+    return schedule
+
+
+def _check_rescale(rescale) -> float:
+    return check_real("rescale", rescale, 0.0, 1.0)
 
 
 def _check_interval(interval) -> tuple[float, float] | None:
@@ -53,11 +170,20 @@ def _check_interval(interval) -> tuple[float, float] | None:
 
 
 def _combine(
-    s_c: Tensor, s_u: Tensor, scale: float, interval: tuple[float, float] | None, t, x: Tensor
+    s_c: Tensor,
+    s_u: Tensor,
+    scale: Scale,
+    interval: tuple[float, float] | None,
+    t,
+    x: Tensor,
+    rescale: float = 0.0,
 ) -> Tensor:
-    """s_u + w (s_c - s_u); with an interval, that for t inside it and s_c outside (a per-sample
-    ``torch.where`` on the device, so a solver loop never waits on the host)."""
-    guided = s_u + scale * (s_c - s_u)
+    """s_u + w (s_c - s_u) (rescaled towards s_c's std when ``rescale`` > 0); with an interval,
+    that for t inside it and s_c outside (a per-sample ``torch.where`` on the device, so a solver
+    loop never waits on the host)."""
+    guided = s_u + _scale_at(scale, t, x) * (s_c - s_u)
+    if rescale != 0.0:
+        guided = guidance_rescale(guided, s_c, rescale)
     if interval is None:
         return guided
     tt = batch_time(t, x)
@@ -68,8 +194,9 @@ def _combine(
 def classifier_free_guidance(
     cond_score_fn: ScoreFn,
     uncond_score_fn: ScoreFn,
-    scale: float = 1.0,
+    scale: Scale = 1.0,
     interval: Sequence[float] | None = None,
+    rescale: float = 0.0,
 ) -> ScoreFn:
     """The guided score s_u + w (s_c - s_u) of two score functions.
 
@@ -79,11 +206,17 @@ def classifier_free_guidance(
 
     Parameters
     ----------
+    scale
+        w, a number or a schedule w(t) (``linear_scale``, ``cosine_scale``, ...; any callable
+        from the (batch,) times to a number or a (batch,) tensor).
     interval
         Optional (t_lo, t_hi): guide only for t in [t_lo, t_hi] and use the plain conditional
         score (w = 1) elsewhere, the limited-interval guidance of Kynkäänniemi et al. 2024,
         who find guidance harmful at high noise and useless at low noise. The switch
         is a per-sample ``torch.where``, so no host-device sync happens in a solver loop.
+    rescale
+        phi in [0, 1]: guidance rescale (``guidance_rescale``, Lin et al. 2024, Alg. 2) of the
+        guided score towards the conditional score's per-sample std; 0 (default) is plain CFG.
 
     Notes
     -----
@@ -94,13 +227,15 @@ def classifier_free_guidance(
     check_callable("cond_score_fn", cond_score_fn)
     check_callable("uncond_score_fn", uncond_score_fn)
     scale, interval = _check_scale(scale), _check_interval(interval)
+    rescale = _check_rescale(rescale)
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
-        if scale == 1.0:
+        if _is_const(scale, 1.0):
             return cond_score_fn(x, t)
-        if scale == 0.0 and interval is None:
+        if _is_const(scale, 0.0) and interval is None and rescale == 0.0:
             return uncond_score_fn(x, t)
-        return _combine(cond_score_fn(x, t), uncond_score_fn(x, t), scale, interval, t, x)
+        s_c, s_u = cond_score_fn(x, t), uncond_score_fn(x, t)
+        return _combine(s_c, s_u, scale, interval, t, x, rescale)
 
     return score_fn
 
@@ -115,8 +250,9 @@ def _num_classes(model: nn.Module) -> int | None:
 def cfg_score_fn(
     model: nn.Module,
     y: int | Tensor,
-    scale: float = 1.0,
+    scale: Scale = 1.0,
     interval: Sequence[float] | None = None,
+    rescale: float = 0.0,
 ) -> ScoreFn:
     """Classifier-free guidance for a class-conditional ``ScoreModel``, one network call per NFE.
 
@@ -132,7 +268,7 @@ def cfg_score_fn(
         A class (int) or ``(batch,)`` labels in [0, num_classes); checked once, here.
     scale
         As in ``classifier_free_guidance``.
-    interval
+    interval, rescale
         As in ``classifier_free_guidance``.
     """
     num_classes = _num_classes(model)
@@ -143,6 +279,7 @@ def cfg_score_fn(
         )
     check_label_values(y, num_classes)
     scale, interval = _check_scale(scale), _check_interval(interval)
+    rescale = _check_rescale(rescale)
 
     def score_fn(x: Tensor, t: TimeLike) -> Tensor:
         b = x.shape[0]
@@ -154,12 +291,12 @@ def cfg_score_fn(
         else:
             labels = torch.full((b,), y, dtype=torch.long, device=x.device)
         null = torch.full_like(labels, num_classes)
-        if scale == 1.0:
+        if _is_const(scale, 1.0):
             return model(x, tt, labels)
-        if scale == 0.0 and interval is None:
+        if _is_const(scale, 0.0) and interval is None and rescale == 0.0:
             return model(x, tt, null)
         out = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
-        return _combine(out[:b], out[b:], scale, interval, tt, x)
+        return _combine(out[:b], out[b:], scale, interval, tt, x, rescale)
 
     return score_fn
 
@@ -183,7 +320,7 @@ def _grad_log_prob(log_prob_fn: Callable[[Tensor, TimeLike], Tensor], x: Tensor,
 
 
 def classifier_guidance(
-    score_fn: ScoreFn, log_prob_y_fn: Callable[[Tensor, TimeLike], Tensor], scale: float = 1.0
+    score_fn: ScoreFn, log_prob_y_fn: Callable[[Tensor, TimeLike], Tensor], scale: Scale = 1.0
 ) -> ScoreFn:
     """The guided score s(x, t) + w grad_x log p_t(y | x).
 
@@ -197,13 +334,15 @@ def classifier_guidance(
         ``(x, t) -> (batch,)`` log p_t(y | x) for the wanted labels (e.g.
         ``classifier_log_prob(classifier, y)``); differentiated by autograd inside, so the guided
         score also works under a caller's ``torch.no_grad()``. The gradient is detached.
+    scale
+        w, a number or a schedule w(t) (as in ``classifier_free_guidance``).
     """
     check_callable("score_fn", score_fn)
     check_callable("log_prob_y_fn", log_prob_y_fn)
     scale = _check_scale(scale)
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
-        return score_fn(x, t) + scale * _grad_log_prob(log_prob_y_fn, x, t)
+        return score_fn(x, t) + _scale_at(scale, t, x) * _grad_log_prob(log_prob_y_fn, x, t)
 
     return guided
 
@@ -230,3 +369,120 @@ def classifier_log_prob(
         return logp[:, y]
 
     return log_prob_y
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants: negative conditioning, several conditions, guidance rescale
+
+
+def negative_guidance(cond_score_fn: ScoreFn, neg_score_fn: ScoreFn, scale: Scale = 1.0) -> ScoreFn:
+    """The score s_c + w (s_c - s_neg), guided towards y and away from a negative condition.
+
+    The negative-prompt practice of Stable Diffusion (the negative condition's prediction takes
+    the unconditional one's place in CFG; Armandpour et al. 2023, "Re-imagine the Negative Prompt
+    Algorithm", Sec. 3): s_neg + w' (s_c - s_neg) is this with w = w' - 1, so w = 0 is the plain
+    conditional score. It is the gradient of log p_t(x | y)^(1+w) p_t(x | y_neg)^(-w) at each t.
+    To keep the unconditional branch as well, use ``multi_condition_guidance`` with a negative
+    weight (Liu et al. 2022's negation).
+
+    Parameters
+    ----------
+    cond_score_fn, neg_score_fn
+        grad log p_t(x | y) and grad log p_t(x | y_neg), e.g. ``exact_class_score`` of two labels.
+    scale
+        w, a number or a schedule w(t) (as in ``classifier_free_guidance``); at a constant w = 0
+        only ``cond_score_fn`` is evaluated.
+    """
+    check_callable("cond_score_fn", cond_score_fn)
+    check_callable("neg_score_fn", neg_score_fn)
+    scale = _check_scale(scale)
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        s_c = cond_score_fn(x, t)
+        if _is_const(scale, 0.0):
+            return s_c
+        return s_c + _scale_at(scale, t, x) * (s_c - neg_score_fn(x, t))
+
+    return score_fn
+
+
+def multi_condition_guidance(
+    uncond_score_fn: ScoreFn, cond_score_fns: Sequence[ScoreFn], scales: Sequence[Scale]
+) -> ScoreFn:
+    """The composed score s_u + sum_k w_k (s_k - s_u) of K conditions, each with its own scale.
+
+    Liu et al. 2022 ("Compositional Visual Generation with Composable Diffusion Models",
+    Eq. 10, the conjunction c_1 AND ... AND c_K, written for scores); a negative w_k is their
+    negation (Eq. 12). K = 1 is ``classifier_free_guidance``. At each t it is the gradient of
+    log p_t(x) + sum_k w_k log [p_t(x | c_k) / p_t(x)].
+
+    Parameters
+    ----------
+    uncond_score_fn
+        grad log p_t(x).
+    cond_score_fns
+        K >= 1 conditional scores grad log p_t(x | c_k).
+    scales
+        K scales w_k, each a number or a schedule w_k(t).
+    """
+    check_callable("uncond_score_fn", uncond_score_fn)
+    if isinstance(cond_score_fns, str) or not isinstance(cond_score_fns, Sequence):
+        raise TypeError("cond_score_fns must be a sequence of score functions")
+    if isinstance(scales, str) or not isinstance(scales, Sequence):
+        raise TypeError("scales must be a sequence (one scale per condition)")
+    if len(cond_score_fns) == 0:
+        raise ValueError("cond_score_fns must hold at least one score function")
+    if len(scales) != len(cond_score_fns):
+        raise ValueError(
+            f"got {len(cond_score_fns)} conditions but {len(scales)} scales (one each)"
+        )
+    fns = [check_callable(f"cond_score_fns[{k}]", f) for k, f in enumerate(cond_score_fns)]
+    ws = [_check_scale(w, f"scales[{k}]") for k, w in enumerate(scales)]
+
+    def score_fn(x: Tensor, t: Tensor) -> Tensor:
+        s_u = uncond_score_fn(x, t)
+        out = s_u
+        for f, w in zip(fns, ws, strict=True):
+            out = out + _scale_at(w, t, x) * (f(x, t) - s_u)
+        return out
+
+    return score_fn
+
+
+def guidance_rescale(guided: Tensor, cond: Tensor, phi: float) -> Tensor:
+    """Rescale a guided prediction towards the conditional one's per-sample std.
+
+    Lin et al. 2024 ("Common Diffusion Noise Schedules and Sample Steps are Flawed", Sec. 3.4,
+    Alg. 2): with r = std(cond) / std(guided) over the event dims of each sample,
+    out = guided (phi r + 1 - phi); phi = 0 is ``guided``, phi = 1 the fully rescaled prediction.
+    The ratio r is the same for scores and for noise predictions (eps = -sigma_t s), so rescaling
+    scores equals rescaling eps and converting; it is not the same for x0 or v predictions.
+
+    Parameters
+    ----------
+    guided, cond
+        (batch, *event) tensors of the same shape, at least 2 event entries per sample. A
+        sample whose ``guided`` is constant over its event (std 0) is returned unchanged.
+    phi
+        The mixing factor in [0, 1] (Lin et al. use 0.7).
+    """
+    phi = check_real("phi", phi, 0.0, 1.0)
+    if not isinstance(guided, Tensor) or not isinstance(cond, Tensor):
+        raise TypeError("guided and cond must be tensors")
+    if guided.shape != cond.shape:
+        raise ValueError(
+            f"guided and cond must have the same shape, got {tuple(guided.shape)} and "
+            f"{tuple(cond.shape)}"
+        )
+    if guided.dim() < 2 or guided[0].numel() < 2:
+        raise ValueError(
+            "guidance rescale needs a per-sample std: shape (batch, *event) with at least 2 "
+            f"event entries, got {tuple(guided.shape)}"
+        )
+    dims = list(range(1, guided.dim()))
+    std_g = guided.std(dim=dims, keepdim=True)
+    # A sample whose guided prediction is constant over its event (std 0, e.g. a zero-initialised
+    # network) is left as it is instead of becoming 0/0 = NaN (a device-side select, no sync).
+    flat = std_g == 0
+    ratio = cond.std(dim=dims, keepdim=True) / torch.where(flat, 1.0, std_g)
+    return guided * torch.where(flat, 1.0, phi * ratio + (1.0 - phi))

@@ -18,6 +18,13 @@ from scoresde.guidance import (
     classifier_free_guidance,
     classifier_guidance,
     classifier_log_prob,
+    constant_scale,
+    cosine_scale,
+    guidance_rescale,
+    interval_scale,
+    linear_scale,
+    multi_condition_guidance,
+    negative_guidance,
 )
 from scoresde.metrics import MMD
 from scoresde.nets import NoisyClassifier, ResidualMLP, UNet
@@ -177,6 +184,241 @@ def test_cfg_interval_guides_only_inside_and_is_conditional_outside():
     assert_close(
         classifier_free_guidance(s_c, s_u, 3.0, (0.2, 0.6))(x, 0.9), s_c(x, 0.9), rtol=0, atol=0
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Guidance variants: schedules w(t), negative conditioning, several conditions, rescale. Each is
+# compared pointwise with its formula evaluated independently from the exact oracle scores.
+
+
+def _oracle(name: str = "vp"):
+    sde, data = SDES[name], three_classes()
+    s_u = sd.exact_score(sde, data.mixture)
+    s_y = [exact_class_score(sde, data, y) for y in range(3)]
+    return s_u, s_y
+
+
+def test_schedules_follow_their_formulas():
+    t = torch.linspace(0.0, 1.0, 11, dtype=F64)
+    assert constant_scale(2.5)(t) == 2.5
+    assert_close(linear_scale(3.0, 1.0)(t), 3.0 - 2.0 * t, rtol=0, atol=1e-15)
+    assert_close(linear_scale(3.0, 1.0, T=2.0)(2 * t), 3.0 - 2.0 * t, rtol=0, atol=1e-15)
+    cos = cosine_scale(4.0, 1.0)(t)
+    assert_close(cos, 1.0 + 3.0 * (1 + torch.cos(torch.pi * t)) / 2, rtol=0, atol=1e-15)
+    assert cos[0] == 4.0 and abs(cos[-1] - 1.0) < 1e-15
+    iv = interval_scale(3.0, 0.2, 0.6)(t)
+    inside = (t >= 0.2) & (t <= 0.6)
+    assert torch.equal(iv, torch.where(inside, 3.0, 1.0).to(F64))
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_scheduled_cfg_is_the_affine_combination_with_w_of_t(name):
+    s_u, s_y = _oracle(name)
+    x, t = points(32), torch.linspace(0.02, 1.0, 32, dtype=F64)
+    c, u = s_y[0](x, t), s_u(x, t)
+    for sched in (linear_scale(4.0, 0.5), cosine_scale(4.0, 0.5), interval_scale(3.0, 0.2, 0.6)):
+        w = sched(t)[:, None]
+        got = classifier_free_guidance(s_y[0], s_u, scale=sched)(x, t)
+        assert_close(got, u + w * (c - u), rtol=0, atol=1e-10)
+    # A scalar time: the schedule is evaluated at the batch of equal times.
+    got = classifier_free_guidance(s_y[0], s_u, scale=linear_scale(4.0, 0.5))(x, 0.5)
+    assert_close(got, s_u(x, 0.5) + 2.25 * (s_y[0](x, 0.5) - s_u(x, 0.5)), rtol=0, atol=1e-10)
+    # Classifier guidance with a schedule: s_u + w(t) grad log p_t(y | x); at w = 1 exact.
+    clf = exact_classifier(SDES[name], three_classes(), 0)
+    lin = linear_scale(4.0, 0.5)
+    got = classifier_guidance(s_u, clf, scale=lin)(x, t)
+    assert_close(got, u + lin(t)[:, None] * (c - u), rtol=0, atol=1e-10)
+
+
+def test_constant_schedule_is_constant_cfg_bit_for_bit():
+    s_u, s_y = _oracle()
+    x, t = points(32), torch.linspace(0.05, 0.9, 32, dtype=F64)
+    for w in (2.5, -1.0, 0.3):
+        ref = classifier_free_guidance(s_y[1], s_u, scale=w)(x, t)
+        for sched in (constant_scale(w), lambda tt, w=w: torch.full_like(tt, w)):
+            assert torch.equal(classifier_free_guidance(s_y[1], s_u, scale=sched)(x, t), ref)
+        ref_iv = classifier_free_guidance(s_y[1], s_u, w, interval=(0.2, 0.6))(x, t)
+        got_iv = classifier_free_guidance(s_y[1], s_u, constant_scale(w), (0.2, 0.6))(x, t)
+        assert torch.equal(got_iv, ref_iv)
+    clf = exact_classifier(SDES["vp"], three_classes(), 1)
+    ref = classifier_guidance(s_u, clf, scale=2.0)(x, t)
+    assert torch.equal(classifier_guidance(s_u, clf, scale=constant_scale(2.0))(x, t), ref)
+
+
+def test_scheduled_cfg_score_fn_batches_and_follows_the_schedule():
+    torch.manual_seed(0)
+    model = sd_model(ResidualMLP(2, hidden=16, depth=1, num_classes=3)).double()
+    x, t = points(8), torch.linspace(0.1, 0.9, 8, dtype=F64)
+    with torch.no_grad():
+        for p in model.parameters():  # the output layer starts at 0: make both branches differ
+            p.add_(0.3 * torch.randn_like(p))
+        c = model(x, t, torch.full((8,), 2))
+        u = model(x, t, torch.full((8,), 3))
+        sched = cosine_scale(3.0, 1.0)
+        got = cfg_score_fn(model, 2, scale=sched)(x, t)
+        assert_close(got, u + sched(t)[:, None] * (c - u), rtol=0, atol=1e-10)
+        ref = cfg_score_fn(model, 2, scale=2.0)(x, t)
+        assert torch.equal(cfg_score_fn(model, 2, scale=constant_scale(2.0))(x, t), ref)
+        got = cfg_score_fn(model, 2, scale=sched, rescale=0.7)(x, t)
+        want = guidance_rescale(u + sched(t)[:, None] * (c - u), c, 0.7)
+        assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_negative_guidance_is_its_formula(name):
+    s_u, s_y = _oracle(name)
+    x, t = points(32), torch.linspace(0.02, 1.0, 32, dtype=F64)
+    c, n = s_y[2](x, t), s_y[0](x, t)
+    for w in (0.5, 2.0, -0.5):
+        got = negative_guidance(s_y[2], s_y[0], scale=w)(x, t)
+        assert_close(got, c + w * (c - n), rtol=0, atol=1e-10)
+    sched = linear_scale(3.0, 0.0)
+    got = negative_guidance(s_y[2], s_y[0], scale=sched)(x, t)
+    assert_close(got, c + sched(t)[:, None] * (c - n), rtol=0, atol=1e-10)
+    # w = 0 is the conditional score, and the negative branch is not evaluated.
+    calls = []
+    neg = lambda x, t: calls.append(1) or s_y[0](x, t)  # noqa: E731
+    assert torch.equal(negative_guidance(s_y[2], neg, scale=0)(x, t), c) and not calls
+    # It is CFG with the negative condition as the "unconditional" branch at scale 1 + w.
+    cfg = classifier_free_guidance(s_y[2], s_y[0], scale=3.0)(x, t)
+    assert_close(negative_guidance(s_y[2], s_y[0], scale=2.0)(x, t), cfg, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_multi_condition_guidance_is_its_formula(name):
+    s_u, s_y = _oracle(name)
+    x, t = points(32), torch.linspace(0.02, 1.0, 32, dtype=F64)
+    u, c = s_u(x, t), [s(x, t) for s in s_y]
+    sched = cosine_scale(2.0, 0.0)
+    ws = [1.5, -0.5, sched]
+    got = multi_condition_guidance(s_u, s_y, ws)(x, t)
+    want = u + 1.5 * (c[0] - u) - 0.5 * (c[1] - u) + sched(t)[:, None] * (c[2] - u)
+    assert_close(got, want, rtol=0, atol=1e-10)
+    # One condition is classifier-free guidance.
+    one = multi_condition_guidance(s_u, [s_y[1]], [2.5])(x, t)
+    assert_close(one, classifier_free_guidance(s_y[1], s_u, 2.5)(x, t), rtol=0, atol=1e-10)
+    # Zero weights give the unconditional score exactly.
+    assert torch.equal(multi_condition_guidance(s_u, s_y, [0.0, 0.0, 0.0])(x, t), u)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_guidance_rescale_is_lin_et_al_algorithm_2(name):
+    s_u, s_y = _oracle(name)
+    x, t = points(32), torch.linspace(0.02, 1.0, 32, dtype=F64)
+    c, u = s_y[0](x, t), s_u(x, t)
+    w, phi = 4.0, 0.7
+    cfg = u + w * (c - u)
+    # Alg. 2 of Lin et al. 2024, written out with population stds over the event dims.
+    std_c = ((c - c.mean(1, keepdim=True)) ** 2).mean(1, keepdim=True).sqrt()
+    std_g = ((cfg - cfg.mean(1, keepdim=True)) ** 2).mean(1, keepdim=True).sqrt()
+    want = phi * cfg * (std_c / std_g) + (1 - phi) * cfg
+    assert_close(guidance_rescale(cfg, c, phi), want, rtol=0, atol=1e-10)
+    got = classifier_free_guidance(s_y[0], s_u, scale=w, rescale=phi)(x, t)
+    assert_close(got, want, rtol=0, atol=1e-10)
+    # phi = 0 is plain CFG; phi = 1 gives the conditional score's std to every sample.
+    assert torch.equal(guidance_rescale(cfg, c, 0.0), cfg)
+    assert_close(guidance_rescale(cfg, c, 1.0).std(1), c.std(1), rtol=1e-12, atol=0)
+    # eps = -sigma_t s: rescaling noise predictions equals rescaling scores and converting.
+    _, sigma = SDES[name].marginal(t)
+    sig = sigma[:, None]
+    eps = guidance_rescale(-sig * cfg, -sig * c, phi)
+    assert_close(eps, -sig * guidance_rescale(cfg, c, phi), rtol=1e-12, atol=1e-12)
+    # A constant guided prediction (std 0, e.g. a zero-initialised net) is left as it is.
+    flat = torch.cat([torch.zeros(1, 2, dtype=F64), cfg[1:]])
+    out = guidance_rescale(flat, c, phi)
+    assert torch.equal(out[0], flat[0]) and torch.isfinite(out).all()
+    assert_close(out[1:], want[1:], rtol=0, atol=1e-10)
+    # Image-shaped events: the std is over all event dims of each sample.
+    img_g, img_c = cfg.reshape(32, 1, 2, 1).repeat(1, 2, 1, 3), c.reshape(32, 1, 2, 1)
+    img_c = img_c.repeat(1, 2, 1, 3)
+    assert_close(
+        guidance_rescale(img_g, img_c, phi),
+        want.reshape(32, 1, 2, 1).repeat(1, 2, 1, 3),
+        rtol=0,
+        atol=1e-10,
+    )
+
+
+def _grad(log_density, x, t):
+    xg = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(log_density(xg, t).sum(), xg)
+    return g
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_variants_are_gradients_of_their_tilted_log_densities(name):
+    # An independent truth: autograd of the exact log-densities of the diffused mixtures, where
+    # each variant is grad log of p_t(x) prod_k [p_t(x | c_k) / p_t(x)]^w_k at every t.
+    sde, data = SDES[name], three_classes()
+    s_u, s_y = _oracle(name)
+    logp = sd.exact_log_prob(sde, data.mixture)
+    logc = [sd.exact_log_prob(sde, data.conditional(y)) for y in range(3)]
+    x, t = points(32), torch.linspace(0.05, 1.0, 32, dtype=F64)
+    w = 1.7
+    neg = _grad(lambda x, t: (1 + w) * logc[1](x, t) - w * logc[0](x, t), x, t)
+    assert_close(negative_guidance(s_y[1], s_y[0], w)(x, t), neg, rtol=0, atol=1e-10)
+    ws = [2.0, -0.5, 0.8]
+
+    def tilted(x, t):
+        return logp(x, t) + sum(
+            wk * (lc(x, t) - logp(x, t)) for wk, lc in zip(ws, logc, strict=True)
+        )
+
+    multi = _grad(tilted, x, t)
+    assert_close(multi_condition_guidance(s_u, s_y, ws)(x, t), multi, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("scale", [linear_scale(3.0, 1.0), cosine_scale(3.0, 1.0)])
+def test_scheduled_guided_sampling_has_no_per_step_sync(scale):
+    from test_sampling import count_syncs
+
+    s_u, s_y = _oracle()
+    for guided in (
+        classifier_free_guidance(s_y[0], s_u, scale=scale, rescale=0.5),
+        negative_guidance(s_y[0], s_y[1], scale=scale),
+        multi_condition_guidance(s_u, s_y[:2], [scale, 0.5]),
+    ):
+        few = count_syncs(SDES["vp"], guided, "ode_euler", 5)
+        many = count_syncs(SDES["vp"], guided, "ode_euler", 50)
+        assert many.count == few.count, (few.names, many.names)
+
+
+def test_guidance_variants_reject_bad_input():
+    s_u, s_y = _oracle()
+    x = points(4)
+    with pytest.raises(ValueError, match="w0"):
+        linear_scale(float("nan"), 1.0)
+    with pytest.raises(ValueError, match="T"):
+        cosine_scale(2.0, 1.0, T=0.0)
+    with pytest.raises(ValueError, match="interval"):
+        interval_scale(2.0, 0.6, 0.2)
+    with pytest.raises(TypeError, match="scale"):
+        classifier_free_guidance(s_y[0], s_u, scale="2")
+    bad = classifier_free_guidance(s_y[0], s_u, scale=lambda t: torch.ones(3, 2, dtype=F64))
+    with pytest.raises(ValueError, match=r"w\(t\).*\(4,\)"):
+        bad(x, 0.5)
+    with pytest.raises(ValueError, match="w\\(t\\)"):
+        classifier_free_guidance(s_y[0], s_u, scale=lambda t: float("inf"))(x, 0.5)
+    with pytest.raises(ValueError, match="rescale"):
+        classifier_free_guidance(s_y[0], s_u, scale=2.0, rescale=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        negative_guidance(s_y[0], s_y[1], scale=float("inf"))
+    with pytest.raises(TypeError, match="neg_score_fn"):
+        negative_guidance(s_y[0], None, scale=1.0)
+    with pytest.raises(ValueError, match="2 conditions but 1 scales"):
+        multi_condition_guidance(s_u, s_y[:2], [1.0])
+    with pytest.raises(ValueError, match="at least one"):
+        multi_condition_guidance(s_u, [], [])
+    with pytest.raises(ValueError, match=r"scales\[1\]"):
+        multi_condition_guidance(s_u, s_y[:2], [1.0, float("nan")])
+    with pytest.raises(TypeError, match="sequence"):
+        multi_condition_guidance(s_u, s_y[0], [1.0])
+    with pytest.raises(ValueError, match="phi"):
+        guidance_rescale(x, x, -0.1)
+    with pytest.raises(ValueError, match="same shape"):
+        guidance_rescale(x, x[:2], 0.5)
+    with pytest.raises(ValueError, match="2 event entries"):
+        guidance_rescale(x[:, :1], x[:, :1], 0.5)
 
 
 def _band(sampler, n_pairs: int = 5):
