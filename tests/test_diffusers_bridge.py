@@ -185,3 +185,37 @@ def test_prediction_types_give_the_exact_score(prediction_type):
     torch.testing.assert_close(bridge.score_fn(x, t, scale=2.0), 2 * ref, rtol=1e-10, atol=1e-10)
     bridge.unet_kwargs = {"scale": 3.0}
     torch.testing.assert_close(bridge.score_fn(x, t), 3 * ref, rtol=1e-10, atol=1e-10)
+
+
+def test_condition_unet_ddim_equals_scheduler_loop():
+    """A ``UNet2DConditionModel`` with ``encoder_hidden_states`` given to ``from_diffusers``:
+    ``ddim`` equals the scheduler.step loop with the same conditioning (float32 round-off)."""
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        cross_attention_dim=8,
+        attention_head_dim=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    ).eval()
+    cond = torch.randn(SHAPE[0], 5, 8, generator=torch.Generator().manual_seed(2))
+    sched = _scheduler(diffusers.DDIMScheduler, 1000, set_alpha_to_one=True)
+    sched.set_timesteps(10)
+    bridge = sd.from_diffusers(unet, sched, encoder_hidden_states=cond)
+    x_T = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    grid = bridge.timesteps_grid(sched.timesteps)
+    with torch.no_grad():
+        ours = sd.sample(bridge.sde, bridge.score_fn, SHAPE, "ddim", x_T=x_T, time_grid=grid)
+        ref = x_T.clone()
+        for k in sched.timesteps:
+            pred = unet(ref, k, encoder_hidden_states=cond).sample
+            ref = sched.step(pred, k, ref, eta=0.0).prev_sample
+        other = bridge.score_fn(x_T, grid[:2], encoder_hidden_states=torch.zeros_like(cond))
+    rel = float((ours.samples - ref).abs().max() / ref.abs().max())
+    assert rel < RTOL[torch.float32]
+    assert not torch.allclose(other, bridge.score_fn(x_T, grid[:2]))  # per-call kwargs override
