@@ -219,3 +219,17 @@ def test_condition_unet_ddim_equals_scheduler_loop():
     rel = float((ours.samples - ref).abs().max() / ref.abs().max())
     assert rel < RTOL[torch.float32]
     assert not torch.allclose(other, bridge.score_fn(x_T, grid[:2]))  # per-call kwargs override
+
+
+def test_time_map_rejects_out_of_range():
+    bridge = sd.from_diffusers(None, diffusers.DDPMScheduler(num_train_timesteps=50))
+    with pytest.raises(ValueError, match="k must lie"):
+        bridge.t_of(50)
+    with pytest.raises(ValueError, match="t must lie"):
+        bridge.k_of(1.1)
+    with pytest.raises(ValueError, match="t must lie"):
+        bridge.k_of(-0.1)
+    # fractional timesteps interpolate linearly between the chain's times
+    t = bridge.t_of(torch.tensor([2.25]))
+    assert torch.allclose(t, 0.75 * bridge.times[3] + 0.25 * bridge.times[4])
+    assert torch.allclose(bridge.k_of(t), torch.tensor([2.25], dtype=torch.float64))
