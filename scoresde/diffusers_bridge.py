@@ -71,6 +71,7 @@ class DiffusersScore:
         self.sde = sde_from_scheduler(scheduler)
         self.num_train_timesteps = n = int(scheduler.config.num_train_timesteps)
         self.times = self.sde.discrete_times(n)
+        self._times_on: dict[torch.device, Tensor] = {}
         abar = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64)
         ts = self.times[1:]
         inside = ts <= self.sde.T  # the cosine chain's last times lie beyond its clipped T
@@ -101,7 +102,14 @@ class DiffusersScore:
         # Solvers may pass t rounded to float32 (relative 6e-8): accept and clamp that much.
         if bool(((t < 0) | (t > times[-1] * (1 + 1e-6))).any()):
             raise ValueError(f"t must lie in [0, {float(times[-1])}]")
-        t = t.clamp(max=times[-1])
+        return self._k_of(t)
+
+    def _k_of(self, t: Tensor) -> Tensor:
+        # k_of without the range check (a host sync): for score_fn inside the solvers' loops.
+        if t.device not in self._times_on:  # one host-to-device copy, not one per step
+            self._times_on[t.device] = self.times.to(t.device)
+        times = self._times_on[t.device]
+        t = t.clamp(min=torch.zeros_like(times[-1]), max=times[-1])
         hi = torch.searchsorted(times, t).clamp(1, self.num_train_timesteps)
         w = (t - times[hi - 1]) / (times[hi] - times[hi - 1])
         return hi - 1 + w - 1
@@ -115,7 +123,7 @@ class DiffusersScore:
 
     def prediction(self, x: Tensor, t: Tensor, **kwargs: Any) -> Tensor:
         """The UNet output at x_t = x, ``unet(x, k_of(t), **kwargs).sample``; x's dtype."""
-        k = self.k_of(as_time(t, x.device).expand(x.shape[0]))
+        k = self._k_of(as_time(t, x.device).to(torch.float64).expand(x.shape[0]))
         dtype = getattr(self.unet, "dtype", x.dtype)
         out = self.unet(x.to(dtype), k.to(dtype), **{**self.unet_kwargs, **kwargs})
         out = getattr(out, "sample", out)
