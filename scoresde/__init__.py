@@ -1,6 +1,7 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
+from .diffusers_bridge import DiffusersScore, from_diffusers
 from .elbo import (
     ELBOResult,
     VLBResult,
@@ -69,6 +70,8 @@ from .training import train_classifier
 __version__ = "0.1.0"
 
 __all__ = [
+    "DiffusersScore",
+    "from_diffusers",
     "SDE",
     "VPSDE",
     "SubVPSDE",
