@@ -315,3 +315,31 @@ def test_image_data_get_the_digits_recipe(digits_ckpt):
     meta = load_checkpoint(digits_ckpt)[1]
     assert meta["net"]["class"] == "UNet" and meta["train"]["lr"] == 1e-3
     assert TRAIN_DEFAULTS["images"]["width"] == 16  # the docs/training.md recipe
+
+
+def test_train_net_dit_on_digits_round_trips_and_samples(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    path = _train(tmp_path / "dit", "digits", "--conditional", "--net", "dit")
+    model, meta = load_model(path)
+    assert meta["net"]["class"] == "DiT" and isinstance(model.net, sd.nets.DiT)
+    assert meta["net"]["config"]["hidden"] == 32 and meta["net"]["config"]["depth"] == 1
+    assert meta["net"]["config"]["patch_size"] == 2 and meta["net"]["config"]["num_classes"] == 10
+    argv = [
+        "sample",
+        "--checkpoint",
+        path,
+        "--steps",
+        "2",
+        "--n",
+        "4",
+        "--out",
+        str(tmp_path / "s.npy"),
+    ]
+    assert cli.main([*argv, "--class", "3", "--guidance", "2"]) == 0
+    samples = np.load(tmp_path / "s.npy")
+    assert samples.shape == (4, 1, 8, 8) and np.isfinite(samples).all()
+
+
+def test_train_net_must_fit_the_data(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="--net dit does not fit"):
+        cli.main(["train", "--data", "two_moons", "--out", str(tmp_path), "--net", "dit", *TINY])
