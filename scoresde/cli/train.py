@@ -80,12 +80,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     apply_common_flags(args)
     torch.manual_seed(args.seed)  # before anything is built: the network's initialisation
     x, labels = load_data(args.data, args.n_data, args.seed, args.data_key, args.label_key)
+    if args.net == "tabular":
+        args.standardize = True
+        args.width = args.width or 512
     x, num_classes, standardize = _check_training_data(args, x, labels)
     net: ResidualMLP | UNet | DiT
-    fits = {"auto", "mlp"} if x.dim() == 2 else {"auto", "unet", "dit"}
+    fits = {"auto", "mlp", "tabular"} if x.dim() == 2 else {"auto", "unet", "dit"}
     if args.net not in fits:
         raise SystemExit(f"scoresde: --net {args.net} does not fit data of shape {tuple(x.shape)}")
-    if x.dim() == 2:
+    if x.dim() == 2 and args.net == "tabular":
+        net = ResidualMLP.tabular(
+            x.shape[1], hidden=args.width, depth=args.depth or 4, num_classes=num_classes
+        )
+    elif x.dim() == 2:
         net = ResidualMLP(
             x.shape[1], hidden=args.width, depth=args.depth or 3, num_classes=num_classes
         )
@@ -263,10 +270,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     tr.add_argument(
         "--net",
-        choices=("auto", "mlp", "unet", "dit"),
+        choices=("auto", "mlp", "tabular", "unet", "dit"),
         default="auto",
         help="network: auto is the residual MLP for vectors and the U-Net for images; dit is "
-        "the Diffusion Transformer for images (hidden 4 x --width, patch 2, or 4 from 32x32)",
+        "the Diffusion Transformer for images (hidden 4 x --width, patch 2, or 4 from 32x32); "
+        "tabular is a wider MLP with dropout (width 512) that implies --standardize",
     )
     tr.add_argument(
         "--depth",
