@@ -422,3 +422,16 @@ def ckpt_event_shape(meta):
     from scoresde.checkpoint import event_shape
 
     return event_shape(meta)
+
+
+def test_presets_build_their_configs_and_reject_unknown_names():
+    from scoresde.nets.dit import DIT_PRESETS
+    from scoresde.nets.mlp import TABULAR_PRESET
+
+    net = ResidualMLP.tabular(7, num_classes=2)
+    assert net.config == {**ResidualMLP(7, num_classes=2).config, **TABULAR_PRESET}
+    assert isinstance(net.blocks[0].dropout, nn.Dropout) and net.blocks[0].dropout.p == 0.1
+    dit = DiT.preset("digits", depth=1)
+    assert dit.config == {**DiT().config, **DIT_PRESETS["digits"], "depth": 1}
+    with pytest.raises(ValueError, match="unknown DiT preset"):
+        DiT.preset("64x64")
