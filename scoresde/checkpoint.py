@@ -228,7 +228,7 @@ def adam_state(
 def event_shape(meta: dict) -> tuple[int, ...]:
     """The shape of one sample of a checkpoint's model, from its JSON config (``load_model``)."""
     cfg = meta["net"]["config"]
-    if meta["net"]["class"] == "UNet":
+    if meta["net"]["class"] in ("UNet", "DiT"):
         return (cfg["in_channels"], cfg["image_size"], cfg["image_size"])
     return (cfg["dim"],)
 

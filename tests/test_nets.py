@@ -16,6 +16,7 @@ from torch.testing import assert_close
 
 from scoresde.nets import (
     NETWORKS,
+    DiT,
     FiLM,
     GaussianFourierProjection,
     ResidualMLP,
@@ -31,6 +32,8 @@ def _make(kind: str, **kwargs) -> nn.Module:
     """A small network and the event shape it expects."""
     if kind == "mlp":
         return ResidualMLP(**{"dim": 3, "hidden": 32, "depth": 2, "embed_dim": 16, **kwargs})
+    if kind == "dit":
+        return DiT(**{"hidden": 32, "depth": 2, "num_heads": 2, **kwargs})
     return UNet(**{**SMALL_UNET, **kwargs})
 
 
@@ -56,7 +59,7 @@ def _inputs(net: nn.Module, batch: int = 4, dtype=torch.float32, seed: int = 1):
     return x, t
 
 
-KINDS = ["mlp", "unet"]
+KINDS = ["mlp", "unet", "dit"]
 
 
 # --- shapes and dtypes ------------------------------------------------------------------------
@@ -172,8 +175,9 @@ def test_unconditional_net_rejects_labels(kind):
             time_embed="fourier",
             **SMALL_UNET,
         ),  # fmt: skip
+        DiT(in_channels=3, image_size=16, patch_size=4, hidden=32, depth=2, num_classes=10),
     ],
-    ids=["mlp", "unet"],
+    ids=["mlp", "unet", "dit"],
 )
 def test_config_round_trip_rebuilds_identical_network(net):
     _perturb(net)
@@ -197,7 +201,7 @@ def test_default_configs_match_constructor_signature():
 
 
 def test_networks_mapping_names_the_classes():
-    assert NETWORKS == {"ResidualMLP": ResidualMLP, "UNet": UNet}
+    assert NETWORKS == {"ResidualMLP": ResidualMLP, "UNet": UNet, "DiT": DiT}
 
 
 @pytest.mark.parametrize(
@@ -212,6 +216,12 @@ def test_networks_mapping_names_the_classes():
         (UNet, dict(time_embed="learned"), "time_embed"),
         (UNet, dict(dropout=1.0), "dropout"),
         (UNet, dict(num_classes=0), "num_classes"),
+        (DiT, dict(image_size=9), "image_size"),
+        (DiT, dict(hidden=30, num_heads=4), "num_heads"),
+        (DiT, dict(hidden=6, num_heads=1), "hidden"),
+        (DiT, dict(patch_size=0), "patch_size"),
+        (DiT, dict(mlp_ratio=0), "mlp_ratio"),
+        (DiT, dict(num_classes=0), "num_classes"),
         (ResidualMLP, dict(dim=0), "dim"),
         (ResidualMLP, dict(dim=2, embed_dim=7), "embed_dim"),
         (ResidualMLP, dict(dim=2, depth=True), "depth"),
@@ -302,3 +312,126 @@ def test_film_starts_as_identity_and_applies_scale_shift():
     assert scale.shape == shift.shape == (2, 3)
     assert_close(film(x, c), x * (1 + scale[:, :, None, None]) + shift[:, :, None, None])
     assert_close(film(x[:, :, 0, 0], c), x[:, :, 0, 0] * (1 + scale) + shift)
+
+
+# --- DiT (Peebles & Xie 2023) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset, shape", [("digits", (1, 8, 8)), ("32x32", (3, 32, 32))])
+def test_dit_presets_shapes_and_exact_zero_at_init(preset, shape):
+    torch.manual_seed(0)
+    net = DiT.preset(preset, num_classes=10, depth=2)  # fewer blocks: same shapes, faster
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, *shape, generator=gen)
+    out = net(x, torch.rand(3, generator=gen), torch.tensor([0, 7, 10]))
+    assert out.shape == x.shape and torch.equal(out, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("p, channels, size", [(2, 1, 8), (4, 3, 32), (1, 2, 4)])
+def test_dit_patchify_unpatchify_round_trip(p, channels, size):
+    from scoresde.nets.dit import patchify, unpatchify
+
+    x = torch.randn(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    tokens = patchify(x, p)
+    assert tokens.shape == (2, (size // p) ** 2, p * p * channels)
+    assert torch.equal(unpatchify(tokens, p, channels, size), x)
+    # token k holds pixel block (k // g, k % g) in raster order, channels last
+    g = size // p
+    k = g + 1 if g > 1 else 0
+    block = x[0, :, (k // g) * p : (k // g + 1) * p, (k % g) * p : (k % g + 1) * p]
+    assert torch.equal(tokens[0, k], block.permute(1, 2, 0).reshape(-1))
+
+
+def test_dit_patch_embedding_is_a_linear_map_of_patchify():
+    from scoresde.nets.dit import patchify
+
+    net = DiT(hidden=32, depth=1, num_heads=2).to(F64)
+    x = torch.randn(2, 1, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
+    w = net.embed.weight.permute(0, 2, 3, 1).reshape(32, -1)  # (hidden, p*p*C), channels last
+    assert_close(net.tokens(x), patchify(x, 2) @ w.T + net.embed.bias + net.pos.to(F64))
+
+
+def test_dit_blocks_are_the_identity_at_init():
+    net = DiT(hidden=32, depth=3, num_heads=2, num_classes=4)
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(5, 16, 32, generator=gen)
+    c = torch.randn(5, 32, generator=gen)
+    for block in net.blocks:
+        assert torch.equal(block(h, c), h)
+
+
+def test_dit_sincos_positions_are_distinct_and_fixed():
+    from scoresde.nets.dit import sincos_2d
+
+    net = DiT(hidden=32, depth=1, num_heads=2)
+    pos = net.pos
+    assert pos.shape == (16, 32) and "pos" not in net.state_dict()
+    assert torch.cdist(pos, pos).add(torch.eye(16)).min() > 0.1
+    # row r, col c: the first half embeds r, the second c; sin(0) = 0, cos(0) = 1 at (0, 0)
+    assert torch.equal(pos[0], torch.cat([torch.zeros(8), torch.ones(8)] * 2))
+    assert torch.equal(sincos_2d(32, 4), pos)
+
+
+def test_dit_trains_out_of_its_zero_init():
+    """The zero-initialised layers get gradients: one Adam step makes the output non-zero,
+    and a second moves the blocks' residual branches (their gates are no longer 0)."""
+    torch.manual_seed(0)
+    net = DiT(hidden=32, depth=2, num_heads=2, num_classes=3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+    x, t = torch.randn(8, 1, 8, 8, generator=gen), torch.rand(8, generator=gen)
+    y = torch.randint(0, 4, (8,), generator=gen)
+    target = torch.randn(8, 1, 8, 8, generator=gen)
+    for _ in range(2):
+        opt.zero_grad()
+        (net(x, t, y) - target).square().mean().backward()
+        opt.step()
+    assert net(x, t, y).abs().min() > 0
+    assert net.final.linear.weight.abs().sum() > 0
+    for block in net.blocks:
+        assert block.ada.weight.abs().sum() > 0
+        h = torch.randn(2, 16, 32, generator=gen)
+        assert not torch.equal(block(h, torch.randn(2, 32, generator=gen)), h)
+
+
+def test_dit_checkpoint_round_trip(tmp_path):
+    import scoresde as sd
+    from scoresde.model import ScoreModel
+    from scoresde.training import TrainConfig, Trainer, load_model
+
+    torch.manual_seed(0)
+    net = DiT(hidden=32, depth=2, num_heads=2, num_classes=3)
+    data = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(32) % 3
+    config = TrainConfig(batch_size=8, log_every=1, ema_decay=0.5, p_uncond=0.2)
+    trainer = Trainer(ScoreModel(net, sd.VPSDE(), "eps"), data, config, labels=labels)
+    trainer.train(2, progress=False)
+    path = trainer.save(tmp_path / "checkpoint")
+    model, meta = load_model(path)
+    assert meta["net"] == {"class": "DiT", "config": net.config}
+    assert isinstance(model.net, DiT) and model.net.config == net.config
+    x, t = data[:4], torch.full((4,), 0.5)
+    for y in (torch.tensor([0, 1, 2, 3]), None):  # 3 is the null label, None means null
+        assert torch.equal(model.net(x, t, y), trainer.ema.net(x, t, y))
+    assert torch.equal(model.net(x, t), model.net(x, t, torch.full((4,), 3)))
+    assert model.net(x, t).abs().max() > 0
+    assert ckpt_event_shape(meta) == (1, 8, 8)
+
+
+def ckpt_event_shape(meta):
+    from scoresde.checkpoint import event_shape
+
+    return event_shape(meta)
+
+
+def test_presets_build_their_configs_and_reject_unknown_names():
+    from scoresde.nets.dit import DIT_PRESETS
+    from scoresde.nets.mlp import TABULAR_PRESET
+
+    net = ResidualMLP.tabular(7, num_classes=2)
+    assert net.config == {**ResidualMLP(7, num_classes=2).config, **TABULAR_PRESET}
+    assert isinstance(net.blocks[0].dropout, nn.Dropout) and net.blocks[0].dropout.p == 0.1
+    dit = DiT.preset("digits", depth=1)
+    assert dit.config == {**DiT().config, **DIT_PRESETS["digits"], "depth": 1}
+    with pytest.raises(ValueError, match="unknown DiT preset"):
+        DiT.preset("64x64")

@@ -74,16 +74,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from ..model import ScoreModel
-    from ..nets import ResidualMLP, UNet
+    from ..nets import DiT, ResidualMLP, UNet
     from ..training import TrainConfig, Trainer
 
     apply_common_flags(args)
     torch.manual_seed(args.seed)  # before anything is built: the network's initialisation
     x, labels = load_data(args.data, args.n_data, args.seed, args.data_key, args.label_key)
+    if args.net == "tabular":
+        args.standardize = True
+        args.width = args.width or 512
     x, num_classes, standardize = _check_training_data(args, x, labels)
-    net: ResidualMLP | UNet
-    if x.dim() == 2:
-        net = ResidualMLP(x.shape[1], hidden=args.width, depth=args.depth, num_classes=num_classes)
+    net: ResidualMLP | UNet | DiT
+    fits = {"auto", "mlp", "tabular"} if x.dim() == 2 else {"auto", "unet", "dit"}
+    if args.net not in fits:
+        raise SystemExit(f"scoresde: --net {args.net} does not fit data of shape {tuple(x.shape)}")
+    if x.dim() == 2 and args.net == "tabular":
+        net = ResidualMLP.tabular(
+            x.shape[1], hidden=args.width, depth=args.depth or 4, num_classes=num_classes
+        )
+    elif x.dim() == 2:
+        net = ResidualMLP(
+            x.shape[1], hidden=args.width, depth=args.depth or 3, num_classes=num_classes
+        )
+    elif x.dim() == 4 and args.net == "dit":
+        size = x.shape[-1]
+        net = DiT(
+            in_channels=x.shape[1],
+            image_size=size,
+            patch_size=2 if size <= 16 or size % 4 else 4,
+            hidden=4 * args.width,
+            depth=args.depth or 6,
+            num_classes=num_classes,
+        )
     elif x.dim() == 4:
         net = UNet(
             in_channels=x.shape[1],
@@ -244,9 +266,22 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "--width",
         type=POSITIVE_INT,
         default=None,
-        help="MLP hidden width / U-Net base channels (default: by data kind)",
+        help="MLP hidden width / U-Net base channels / DiT hidden / 4 (default: by data kind)",
     )
-    tr.add_argument("--depth", type=POSITIVE_INT, default=3, help="MLP residual blocks")
+    tr.add_argument(
+        "--net",
+        choices=("auto", "mlp", "tabular", "unet", "dit"),
+        default="auto",
+        help="network: auto is the residual MLP for vectors and the U-Net for images; dit is "
+        "the Diffusion Transformer for images (hidden 4 x --width, patch 2, or 4 from 32x32); "
+        "tabular is a wider MLP with dropout (width 512) that implies --standardize",
+    )
+    tr.add_argument(
+        "--depth",
+        type=POSITIVE_INT,
+        default=None,
+        help="MLP residual blocks (default 3) / DiT blocks (default 6)",
+    )
     # not "--n": torchrun's argument parser would take it for an abbreviation of its own flags
     tr.add_argument(
         "--n-data", type=int_at_least(2), default=100_000, help="how many points of a toy set"

@@ -16,6 +16,11 @@ from .embeddings import (
     check_time_embed,
 )
 
+TABULAR_PRESET = dict(hidden=512, depth=4, dropout=0.1)
+"""``ResidualMLP.tabular``: wider than the 2-D default, with dropout against overfitting small
+tables; every block is pre-LayerNorm already. Tabular diffusion (e.g. TabDDPM, Kotelnikov et al.
+2023) likewise trains a plain MLP on per-column normalised features."""
+
 
 class ResidualBlock(nn.Module):
     """Pre-norm residual block: x + Linear(Dropout(SiLU(Linear(SiLU(FiLM(LayerNorm(x), c)))))).
@@ -91,6 +96,15 @@ class ResidualMLP(nn.Module):
         self.out = nn.Linear(hidden, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+    @classmethod
+    def tabular(cls, dim: int, **overrides) -> ResidualMLP:
+        """Preset for tabular vectors: ``TABULAR_PRESET`` (wider, dropout), with overrides.
+
+        Meant for data standardised per column first (``scoresde train --net tabular`` does it
+        and stores the mean/std in the checkpoint, so samples come back in the data's scale).
+        """
+        return cls(dim, **{**TABULAR_PRESET, **overrides})
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """x (batch, dim), t (batch,) or scalar, y (batch,) long or None -> (batch, dim)."""
