@@ -23,6 +23,7 @@ __all__ = [
     "SinusoidalEmbedding",
     "batch_time",
     "check_dropout",
+    "check_image",
     "check_even",
     "check_int",
     "check_labels",
@@ -229,6 +230,13 @@ class ConditionEmbedding(nn.Module):
         elif y is not None:
             raise ValueError("y was given but the network was built with num_classes=None")
         return nn.functional.silu(c)
+
+
+def check_image(x: Tensor, channels: int, size: int) -> None:
+    """Check x is a (batch, channels, size, size) image batch, as the image networks take."""
+    expected = (channels, size, size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"x must have shape (batch, {expected}), got {tuple(x.shape)}")
 
 
 def check_labels(y: Tensor | None, x: Tensor) -> Tensor | None:

@@ -19,6 +19,7 @@ from .embeddings import (
     FiLM,
     batch_time,
     check_dropout,
+    check_image,
     check_int,
     check_labels,
     check_num_classes,
@@ -249,9 +250,7 @@ class UNet(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """x (batch, C, H, W), t (batch,) or scalar, y (batch,) long or None -> x's shape."""
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"x must have shape (batch, {expected}), got {tuple(x.shape)}")
+        check_image(x, self.in_channels, self.image_size)
         c = self.cond(batch_time(t, x), check_labels(y, x))
 
         h = self.stem(x)
