@@ -48,6 +48,7 @@ from scoresde.guidance import (  # noqa: E402
     negative_guidance,
 )
 from scoresde.inpainting import inpaint  # noqa: E402
+from scoresde.metrics import median_distance, mmd2  # noqa: E402
 from scoresde.plots import image_grid  # noqa: E402
 from scoresde.sampling import sample  # noqa: E402
 from scoresde.training import load_model  # noqa: E402
@@ -61,6 +62,58 @@ def save_grid(x: torch.Tensor, path: Path, ncol: int, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+HEADER = (
+    " agreement | p(class) | diversity | class MMD^2 | NFE | s |\n|---|---|---|---|---|---|---|"
+)
+
+
+class ClassQuality:
+    """How well class-conditional samples match their classes, by four numbers.
+
+    agreement: share the logistic-regression classifier (trained on the real digits) assigns to
+    the requested class; p(class): its mean probability of that class; diversity: the mean over
+    classes of the samples' mean per-pixel std within the class over the real digits' (1 = as
+    varied as the data; guidance that collapses a class onto its mode goes below 1); class MMD^2:
+    the mean over classes of the unbiased MMD^2 (``scoresde.metrics.mmd2``) to the real digits of
+    the class, to be read against ``floor`` (real digits against the rest of their class).
+    """
+
+    def __init__(self, clf, x: torch.Tensor, y: torch.Tensor):
+        self.clf, self.x, self.y = clf, x, y
+        # one kernel per class, from all its real digits, for the samples and the floor alike
+        self.bandwidth = {int(c): 2 * median_distance(x[y == c]) for c in y.unique()}
+
+    def _flat(self, samples: torch.Tensor):
+        return samples.clamp(-1, 1).reshape(len(samples), -1).numpy()
+
+    def agreement(self, samples: torch.Tensor, labels: torch.Tensor) -> float:
+        pred = torch.from_numpy(self.clf.predict(self._flat(samples)))
+        return float((pred == labels).double().mean())
+
+    def __call__(self, samples: torch.Tensor, labels: torch.Tensor) -> str:
+        proba = torch.from_numpy(self.clf.predict_proba(self._flat(samples)))
+        p_class = float(proba[torch.arange(len(labels)), labels].mean())
+        xs = samples.clamp(-1, 1)
+        div, mmd = [], []
+        for c in labels.unique():
+            s, r = xs[labels == c], self.x[self.y == c]
+            div.append(float(s.std(0).mean() / r.std(0).mean()))
+            mmd.append(mmd2(s, r, self.bandwidth[int(c)]))
+        return (
+            f"{self.agreement(samples, labels):.3f} | {p_class:.3f} | "
+            f"{sum(div) / len(div):.2f} | {sum(mmd) / len(mmd):.4f}"
+        )
+
+    def floor(self, n: int, generator: torch.Generator) -> float:
+        """Mean over classes of MMD^2 between n random real digits and the rest of the class."""
+        vals = []
+        for c in self.y.unique():
+            r = self.x[self.y == c]
+            perm = torch.randperm(len(r), generator=generator)
+            vals.append(mmd2(r[perm[:n]], r[perm[n:]], self.bandwidth[int(c)]))
+        return sum(vals) / len(vals)
 
 
 def guidance_variants(model, labels: torch.Tensor) -> dict:
@@ -97,7 +150,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=4000, help="training steps")
     p.add_argument("--width", type=int, default=16, help="U-Net base channels")
     p.add_argument("--scales", default="0,1,2,3,4")
-    p.add_argument("--per-class", type=int, default=50)
+    p.add_argument("--per-class", type=int, default=100)
     p.add_argument("--inpaint-n", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -126,16 +179,16 @@ def main(argv=None) -> None:
     clf = LogisticRegression(max_iter=2000).fit(x.reshape(len(x), -1).numpy(), y.numpy())
     real_acc = float((clf.predict(x.reshape(len(x), -1).numpy()) == y.numpy()).mean())
 
-    def agreement(samples: torch.Tensor, labels: torch.Tensor) -> float:
-        pred = clf.predict(samples.clamp(-1, 1).reshape(len(samples), -1).numpy())
-        return float((torch.from_numpy(pred) == labels).double().mean())
+    quality = ClassQuality(clf, x, y)
 
     print(
         f"# trained {meta['step']} steps ({t_train:.0f} s); classifier on real digits: "
         f"{real_acc:.3f} training accuracy"
     )
-    print("\n| w | agreement with requested class | NFE | s |\n|---|---|---|---|")
     labels = torch.arange(10).repeat_interleave(args.per_class)
+    floor = quality.floor(args.per_class, torch.Generator().manual_seed(args.seed + 4))
+    print(f"\n# class MMD^2 of {args.per_class} real digits to the rest of the class: {floor:.4f}")
+    print("\n| w |" + HEADER)
     for w in (float(v) for v in args.scales.split(",")):
         t1 = time.perf_counter()
         with torch.no_grad():
@@ -148,8 +201,9 @@ def main(argv=None) -> None:
                 order=3,
                 generator=torch.Generator().manual_seed(args.seed + 1),
             )
-        acc = agreement(res.samples, labels)
-        print(f"| {w:g} | {acc:.3f} | {res.nfe} | {time.perf_counter() - t1:.0f} |")
+        row = quality(res.samples, labels)
+        print(f"| {w:g} | {row} | {res.nfe} | {time.perf_counter() - t1:.0f} |")
+        acc = quality.agreement(res.samples, labels)
         ncol = min(args.per_class, 10)
         grid = res.samples.reshape(10, args.per_class, 1, 8, 8)[:, :ncol].reshape(-1, 1, 8, 8)
         save_grid(
@@ -160,7 +214,7 @@ def main(argv=None) -> None:
         )
 
     if args.variants:
-        print("\n| variant | agreement with requested class | NFE | s |\n|---|---|---|---|")
+        print("\n| variant |" + HEADER)
         for name, score in guidance_variants(model, labels).items():
             t1 = time.perf_counter()
             with torch.no_grad():
@@ -168,8 +222,8 @@ def main(argv=None) -> None:
                     model.sde, score, (len(labels), 1, 8, 8), "dpm_solver", 50, order=3,
                     generator=torch.Generator().manual_seed(args.seed + 1),
                 )  # fmt: skip
-            acc = agreement(res.samples, labels)
-            print(f"| {name} | {acc:.3f} | {res.nfe} | {time.perf_counter() - t1:.0f} |")
+            row = quality(res.samples, labels)
+            print(f"| {name} | {row} | {res.nfe} | {time.perf_counter() - t1:.0f} |")
 
     # Inpainting: the top half is known, the bottom half is sampled.
     g = torch.Generator().manual_seed(args.seed + 2)
@@ -190,7 +244,7 @@ def main(argv=None) -> None:
                 model.sde, model, known, mask, method, steps,
                 generator=torch.Generator().manual_seed(args.seed + 3), **opts,
             )  # fmt: skip
-        acc = agreement(res.samples, truth)
+        acc = quality.agreement(res.samples, truth)
         print(f"| {method} | {acc:.3f} | {res.nfe} | {time.perf_counter() - t1:.0f} |")
         rows.append(res.samples[:ncol])
     save_grid(
