@@ -91,6 +91,8 @@ def _ddim_loop(unet, sched, x):
         (50, 10, "linear", {}),
         (1000, 20, "scaled_linear", SD_BETAS),  # Stable Diffusion's scheduler
         (50, 10, "scaled_linear", {}),
+        (1000, 20, "squaredcos_cap_v2", {}),  # timesteps 950..0: inside the clipped T
+        (50, 10, "squaredcos_cap_v2", {}),
     ],
 )
 def test_ddim_eta0_equals_DDIMPipeline(unet, n, steps, beta_schedule, betas):
