@@ -22,7 +22,9 @@ from .guidance import (
     interval_scale,
     linear_scale,
     multi_condition_guidance,
+    multi_condition_score_fn,
     negative_guidance,
+    negative_score_fn,
 )
 from .inpainting import INPAINT_METHODS, InpaintResult, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, dequantize, log_likelihood
@@ -128,6 +130,8 @@ __all__ = [
     "classifier_log_prob",
     "negative_guidance",
     "multi_condition_guidance",
+    "negative_score_fn",
+    "multi_condition_score_fn",
     "guidance_rescale",
     "constant_scale",
     "linear_scale",

@@ -1,4 +1,5 @@
-"""Data sets: 2-D toy distributions generated in torch, 8x8 digits, user arrays and image folders.
+"""Data sets: 2-D toy distributions generated in torch, a synthetic table with heterogeneous
+column scales, 8x8 digits, user arrays and image folders.
 
 Every generator takes ``n`` and a ``torch.Generator`` and returns a float tensor; nothing is
 downloaded.
@@ -106,6 +107,53 @@ TOY_DATASETS: dict[str, Callable[..., Tensor]] = {
     "pinwheel": pinwheel,
     "rings": rings,
 }
+
+
+#: ``tabular_mixture``'s columns, a rate, a fraction, an age, a count and an income (scales from
+#: 1e-3 to 1e4), in three sub-populations: (means, stds) per component, and the weights.
+TABULAR_MEANS = (
+    (0.004, 0.30, 35.0, 1200.0, 42_000.0),
+    (0.009, 0.55, 52.0, 3500.0, 68_000.0),
+    (0.002, 0.80, 68.0, 600.0, 25_000.0),
+)
+TABULAR_STDS = (
+    (0.001, 0.05, 6.0, 300.0, 8_000.0),
+    (0.002, 0.08, 5.0, 500.0, 12_000.0),
+    (0.0005, 0.05, 4.0, 150.0, 5_000.0),
+)
+TABULAR_WEIGHTS = (0.5, 0.3, 0.2)
+
+
+def tabular_mixture_density():
+    """The exact distribution of ``tabular_mixture``: a ``GaussianMixture`` (float64) of three
+    diagonal Gaussians in 5 columns, so ``exact_score`` / ``exact_log_prob`` give its diffused
+    scores and densities, in the data's units or (affinely mapped) standardised ones."""
+    from .oracle import GaussianMixture
+
+    f64 = torch.float64
+    return GaussianMixture(
+        torch.tensor(TABULAR_MEANS, dtype=f64),
+        torch.tensor(TABULAR_STDS, dtype=f64),
+        torch.tensor(TABULAR_WEIGHTS, dtype=f64),
+    )
+
+
+def tabular_mixture(n: int, generator: torch.Generator | None = None) -> Tensor:
+    """``(n, 5)`` float32 rows of a synthetic table whose column scales differ by 1e7.
+
+    Columns: a rate (~5e-3), a fraction (~0.5), an age (~45), a count (~2e3) and an income
+    (~5e4), from three sub-populations (``TABULAR_MEANS``, ``TABULAR_STDS``,
+    ``TABULAR_WEIGHTS``); the exact density is ``tabular_mixture_density()``. Data for the
+    tabular preset (``scoresde train --data tabular_mixture --net tabular``, which standardises
+    each column, as TabDDPM does, Kotelnikov et al. 2023); unstandardised, the SDEs' unit-scale
+    prior cannot fit it.
+    """
+    n = _check_n(n, generator)
+    return tabular_mixture_density().sample(n, generator).float()
+
+
+#: Vector data sets of more than two columns (generated, no download), by name.
+TABULAR_DATASETS: dict[str, Callable[..., Tensor]] = {"tabular_mixture": tabular_mixture}
 
 
 def digits(return_labels: bool = False):

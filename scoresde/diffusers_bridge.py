@@ -22,14 +22,16 @@ from .sde import VPSDE, as_time
 #: diffusers ``prediction_type`` -> scoresde parameterisation name.
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
 #: diffusers ``beta_schedule`` values with an exact continuous-time VPSDE.
-BETA_SCHEDULES = ("linear", "squaredcos_cap_v2")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 def sde_from_scheduler(scheduler: Any) -> VPSDE:
     """The VPSDE whose N-step chain (``discrete_betas(N)``) is the scheduler's betas.
 
     linear: beta_i = linspace(beta_start, beta_end, N) = linspace(beta_min / N, beta_max / N, N),
-    so beta_min = N beta_start, beta_max = N beta_end (Ho et al. 2020). squaredcos_cap_v2: the
+    so beta_min = N beta_start, beta_max = N beta_end (Ho et al. 2020). scaled_linear (Stable
+    Diffusion): beta_i = linspace(sqrt(beta_start), sqrt(beta_end), N)^2, the chain of
+    ``schedule="scaled_linear"`` with the same beta_min, beta_max. squaredcos_cap_v2: the
     cosine schedule of Nichol & Dhariwal 2021, Eq. 17 (betas clipped at 0.999).
     """
     config = scheduler.config
@@ -37,13 +39,17 @@ def sde_from_scheduler(scheduler: Any) -> VPSDE:
     n = int(config.num_train_timesteps)
     if getattr(config, "trained_betas", None) is not None:
         raise ValueError("schedulers with trained_betas are not supported (no continuous SDE)")
-    if kind == "linear":
-        sde = VPSDE(beta_min=n * float(config.beta_start), beta_max=n * float(config.beta_end))
+    if kind in ("linear", "scaled_linear"):
+        beta_min, beta_max = n * float(config.beta_start), n * float(config.beta_end)
+        sde = VPSDE(beta_min, beta_max, schedule=kind)
         # The chain decays slightly faster than exp(-B(t)): its last time is just above 1.
-        return VPSDE(sde.beta_min, sde.beta_max, T=float(sde.discrete_times(n)[-1]))
+        return VPSDE(beta_min, beta_max, schedule=kind, T=float(sde.discrete_times(n)[-1]))
     if kind == "squaredcos_cap_v2":
         return VPSDE(schedule="cosine")
-    raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {kind!r}")
+    raise ValueError(
+        f"beta_schedule must be one of {BETA_SCHEDULES} (the schedules with an exact continuous-"
+        f"time VPSDE), got {kind!r}"
+    )
 
 
 class DiffusersScore:

@@ -1,7 +1,8 @@
 """Beta schedules of the VP and sub-VP SDEs (beta(t), its integral B(t), the inverse of B), and
 ``ScheduleCoeffs``, every schedule quantity of an SDE at a grid of times (``SDE.coeffs``).
 
-``VPSDE`` and ``SubVPSDE`` take ``schedule="linear"`` (Song et al. 2021, Eq. 32), ``"cosine"``
+``VPSDE`` and ``SubVPSDE`` take ``schedule="linear"`` (Song et al. 2021, Eq. 32),
+``"scaled_linear"`` (linear in sqrt(beta), Stable Diffusion's), ``"cosine"``
 (Nichol & Dhariwal 2021, Eq. 17), ``"polynomial"`` (Hoogeboom et al. 2022) or ``"sigmoid"``
 (Chen 2023; Jabri et al. 2023); each schedule works on float64 tensors and also gives the betas
 of its N-step discrete chain. Re-exported from ``scoresde.sde`` and ``scoresde``.
@@ -22,10 +23,11 @@ from torch import Tensor
 
 from .validation import check_choice, check_int, check_positive, check_real
 
-SCHEDULES = ("linear", "cosine", "polynomial", "sigmoid")
+SCHEDULES = ("linear", "scaled_linear", "cosine", "polynomial", "sigmoid")
 #: Options each schedule takes through ``VPSDE(schedule=..., **options)`` (besides the betas).
 SCHEDULE_OPTIONS = {
     "linear": (),
+    "scaled_linear": (),
     "cosine": ("s", "beta_clip"),
     "polynomial": ("power", "beta_clip"),
     "sigmoid": ("start", "end", "tau", "beta_clip"),
@@ -83,6 +85,51 @@ class LinearSchedule:
 
     def config(self) -> dict:
         return {"schedule": "linear", "beta_min": self.beta_min, "beta_max": self.beta_max}
+
+
+class ScaledLinearSchedule:
+    r"""beta(t) = (sqrt(beta_min) + t (sqrt(beta_max) - sqrt(beta_min)))^2: linear in sqrt(beta).
+
+    The continuous-time form of the "scaled_linear" betas of Stable Diffusion (Rombach et al.
+    2022; diffusers' ``betas = linspace(sqrt(beta_start), sqrt(beta_end), N)**2``): with
+    beta_min = N beta_start and beta_max = N beta_end, ``discrete_betas(N)`` is that chain, as
+    ``LinearSchedule``'s is DDPM's. With a = sqrt(beta_min), d = sqrt(beta_max) - a,
+    B(t) = \int_0^t beta = ((a + d t)^3 - a^3) / (3 d) = t (a^2 + a d t + d^2 t^2 / 3).
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        self.beta_min = check_positive("beta_min", beta_min)
+        self.beta_max = check_positive("beta_max", beta_max)
+        if self.beta_max < self.beta_min:
+            raise ValueError(
+                f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
+            )
+        self._a = math.sqrt(self.beta_min)
+        self._d = math.sqrt(self.beta_max) - self._a
+        self.T = 1.0  # the default horizon; beta(t) stays defined beyond it
+        self.t_max = math.inf
+
+    def beta(self, t: Tensor) -> Tensor:
+        return (self._a + self._d * t) ** 2
+
+    def integral(self, t: Tensor) -> Tensor:
+        a, d = self._a, self._d
+        return t * (a * a + a * d * t + (d * d / 3.0) * t**2)
+
+    def inverse_integral(self, b: Tensor) -> Tensor:
+        # (a + d t)^3 = a^3 + 3 d b; with u = cbrt(a^3 + 3 d b), t = (u - a) / d written as
+        # 3 b / (u^2 + u a + a^2) (u^3 - a^3 factored): no cancellation at small b, and d = 0 works.
+        a = self._a
+        u = torch.pow(a**3 + 3.0 * self._d * b, 1.0 / 3.0)
+        return 3.0 * b / (u * u + u * a + a * a)
+
+    def discrete_betas(self, n: int) -> Tensor:
+        # Stable Diffusion's chain: beta_i = linspace(sqrt(beta_min / N), sqrt(beta_max / N), N)^2.
+        lo, hi = math.sqrt(self.beta_min / n), math.sqrt(self.beta_max / n)
+        return torch.linspace(lo, hi, n, dtype=torch.float64) ** 2
+
+    def config(self) -> dict:
+        return {"schedule": "scaled_linear", "beta_min": self.beta_min, "beta_max": self.beta_max}
 
 
 class CosineSchedule:
@@ -274,9 +321,9 @@ def _sigmoid_difference(d, a, b):
 
 def make_schedule(
     schedule: str, beta_min: float, beta_max: float, **options
-) -> LinearSchedule | CosineSchedule | PolynomialSchedule | SigmoidSchedule:
+) -> LinearSchedule | ScaledLinearSchedule | CosineSchedule | PolynomialSchedule | SigmoidSchedule:
     """The schedule named ``schedule`` (one of ``SCHEDULES``) with its ``SCHEDULE_OPTIONS``; only
-    the linear one takes the betas."""
+    the linear and scaled-linear ones take the betas."""
     check_choice("schedule", schedule, SCHEDULES)
     unknown = sorted(set(options) - set(SCHEDULE_OPTIONS[schedule]))
     if unknown:
@@ -286,5 +333,7 @@ def make_schedule(
         )
     if schedule == "linear":
         return LinearSchedule(beta_min, beta_max)
+    if schedule == "scaled_linear":
+        return ScaledLinearSchedule(beta_min, beta_max)
     cls = {"cosine": CosineSchedule, "polynomial": PolynomialSchedule, "sigmoid": SigmoidSchedule}
     return cls[schedule](**options)

@@ -44,8 +44,8 @@ from scoresde.guidance import (  # noqa: E402
     cosine_scale,
     interval_scale,
     linear_scale,
-    multi_condition_guidance,
-    negative_guidance,
+    multi_condition_score_fn,
+    negative_score_fn,
 )
 from scoresde.inpainting import inpaint  # noqa: E402
 from scoresde.metrics import median_distance, mmd2  # noqa: E402
@@ -117,18 +117,10 @@ class ClassQuality:
 
 
 def guidance_variants(model, labels: torch.Tensor) -> dict:
-    """The guidance variants of ``scoresde.guidance`` at mean strength ~3 for a conditional model;
-    the negative / second condition is the next class, (y + 1) mod 10."""
+    """The guidance variants of ``scoresde.guidance`` at mean strength ~3 for a conditional model,
+    each one batched network call per step; the negative / second condition is the next class,
+    (y + 1) mod 10."""
     other = (labels + 1) % 10
-    null = torch.full_like(labels, 10)
-
-    def branch(y: torch.Tensor):
-        def score_fn(x: torch.Tensor, t) -> torch.Tensor:
-            tt = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
-            return model(x, tt, y.to(x.device))
-
-        return score_fn
-
     return {
         "CFG w = 3": cfg_score_fn(model, labels, scale=3.0),
         "CFG linear w(t): 5 at t=0 -> 1 at t=T": cfg_score_fn(model, labels, linear_scale(5, 1)),
@@ -137,9 +129,9 @@ def guidance_variants(model, labels: torch.Tensor) -> dict:
             model, labels, interval_scale(3, 0.2, 0.7)
         ),
         "CFG w = 3, rescale phi = 0.7": cfg_score_fn(model, labels, 3.0, rescale=0.7),
-        "negative: s_y + 2 (s_y - s_(y+1))": negative_guidance(branch(labels), branch(other), 2.0),
-        "multi: w_y = 3, w_(y+1) = -1": multi_condition_guidance(
-            branch(null), [branch(labels), branch(other)], [3.0, -1.0]
+        "negative: s_y + 2 (s_y - s_(y+1))": negative_score_fn(model, labels, other, 2.0),
+        "multi: w_y = 3, w_(y+1) = -1": multi_condition_score_fn(
+            model, [labels, other], [3.0, -1.0]
         ),
     }
 

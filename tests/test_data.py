@@ -14,6 +14,10 @@ import torch
 from torch.testing import assert_close
 
 from scoresde.data import (
+    TABULAR_DATASETS,
+    TABULAR_MEANS,
+    TABULAR_STDS,
+    TABULAR_WEIGHTS,
     TOY_DATASETS,
     checkerboard,
     digits,
@@ -23,6 +27,7 @@ from scoresde.data import (
     pinwheel,
     rings,
     swiss_roll,
+    tabular_mixture,
     two_moons,
 )
 
@@ -70,6 +75,30 @@ def test_toy_sets_shape_dtype_and_seeding(name):
     assert torch.equal(x, make(1000, generator=_gen(0)))
     assert not torch.equal(x, make(1000, generator=_gen(1)))
     assert make(7).shape == (7, 2)  # the global generator works too
+
+
+# --- the table with heterogeneous column scales -------------------------------------------------
+
+
+def test_tabular_mixture_has_its_closed_form_column_moments():
+    """Each column's mean sum_k w_k m_k and variance sum_k w_k (s_k^2 + m_k^2) - mean^2 (the
+    three-component mixture, written out from the constants), within 4 standard errors; the
+    column scales differ by more than 1e6, what the tabular preset's standardisation is for."""
+    assert TABULAR_DATASETS["tabular_mixture"] is tabular_mixture
+    x = tabular_mixture(N, generator=_gen(0))
+    assert x.shape == (N, 5) and x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert torch.equal(x, tabular_mixture(N, generator=_gen(0)))
+    assert not torch.equal(x, tabular_mixture(N, generator=_gen(1)))
+    for j in range(5):
+        mean = sum(w * m[j] for w, m in zip(TABULAR_WEIGHTS, TABULAR_MEANS, strict=True))
+        second = sum(
+            w * (s[j] ** 2 + m[j] ** 2)
+            for w, m, s in zip(TABULAR_WEIGHTS, TABULAR_MEANS, TABULAR_STDS, strict=True)
+        )
+        _assert_mean(x[:, j], mean)
+        _assert_variance(x[:, j], second - mean**2)
+    std = x.double().std(0)
+    assert float(std.max() / std.min()) > 1e6
 
 
 # --- checkerboard ---------------------------------------------------------------------------------

@@ -38,14 +38,24 @@ def unet(tmp_path_factory):
     return diffusers.UNet2DModel.from_pretrained(path).eval()
 
 
-def _scheduler(cls, n, **kw):
-    return cls(num_train_timesteps=n, beta_schedule="linear", clip_sample=False, **kw)
+def _scheduler(cls, n, beta_schedule="linear", **kw):
+    return cls(num_train_timesteps=n, beta_schedule=beta_schedule, clip_sample=False, **kw)
 
 
-@pytest.mark.parametrize("kind", ["linear", "squaredcos_cap_v2"])
+#: Stable Diffusion's scheduler betas (scaled_linear, sqrt-linear from 0.00085 to 0.012).
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012}
+
+
+@pytest.mark.parametrize("kind", ["linear", "scaled_linear", "squaredcos_cap_v2"])
 @pytest.mark.parametrize("n", [1000, 50])
 def test_sde_alphas_cumprod_equal_scheduler(kind, n):
     sched = diffusers.DDPMScheduler(num_train_timesteps=n, beta_schedule=kind)
+    if kind == "scaled_linear":  # also at Stable Diffusion's own betas
+        sd_sched = diffusers.DDPMScheduler(num_train_timesteps=n, beta_schedule=kind, **SD_BETAS)
+        sd_bridge = sd.from_diffusers(None, sd_sched)
+        t = sd_bridge.t_of(torch.arange(n))
+        abar = torch.exp(2 * sd_bridge.sde.log_alpha(t))
+        assert torch.allclose(abar, sd_sched.alphas_cumprod.double(), rtol=2e-6, atol=0)
     bridge = sd.from_diffusers(None, sched)
     k = torch.arange(n)
     t = bridge.t_of(k)
@@ -57,8 +67,10 @@ def test_sde_alphas_cumprod_equal_scheduler(kind, n):
 
 
 def test_unsupported_schedule_raises():
-    sched = diffusers.DDPMScheduler(beta_schedule="scaled_linear")
-    with pytest.raises(ValueError, match="beta_schedule"):
+    # diffusers' "sigmoid" betas (a sigmoid of linspace(-6, 6)) have no continuous VPSDE here.
+    sched = diffusers.DDPMScheduler(beta_schedule="sigmoid")
+    match = r"beta_schedule must be one of \('linear', 'scaled_linear', 'squaredcos_cap_v2'\)"
+    with pytest.raises(ValueError, match=match):
         sd.from_diffusers(None, sched)
     sched = diffusers.DDPMScheduler(prediction_type="bogus")
     with pytest.raises(ValueError, match="prediction_type"):
@@ -72,9 +84,19 @@ def _ddim_loop(unet, sched, x):
     return x
 
 
-@pytest.mark.parametrize("n, steps", [(1000, 20), (50, 10)])
-def test_ddim_eta0_equals_DDIMPipeline(unet, n, steps):
-    sched = _scheduler(diffusers.DDIMScheduler, n, set_alpha_to_one=True)
+@pytest.mark.parametrize(
+    "n, steps, beta_schedule, betas",
+    [
+        (1000, 20, "linear", {}),
+        (50, 10, "linear", {}),
+        (1000, 20, "scaled_linear", SD_BETAS),  # Stable Diffusion's scheduler
+        (50, 10, "scaled_linear", {}),
+        (1000, 20, "squaredcos_cap_v2", {}),  # timesteps 950..0: inside the clipped T
+        (50, 10, "squaredcos_cap_v2", {}),
+    ],
+)
+def test_ddim_eta0_equals_DDIMPipeline(unet, n, steps, beta_schedule, betas):
+    sched = _scheduler(diffusers.DDIMScheduler, n, beta_schedule, set_alpha_to_one=True, **betas)
     sched.set_timesteps(steps)
     bridge = sd.from_diffusers(unet, sched)
     x_T = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))

@@ -207,7 +207,7 @@ def test_vp_discrete_betas_equal_ddpm_linspace():
     assert_close(betas, torch.linspace(1e-4, 0.02, 1000, dtype=F64), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine", "polynomial", "sigmoid"])
+@pytest.mark.parametrize("schedule", ["linear", "scaled_linear", "cosine", "polynomial", "sigmoid"])
 @pytest.mark.parametrize("n", [25, 1000])
 def test_vp_discrete_times_give_alphas_cumprod(schedule, n):
     sde = sd.VPSDE(schedule=schedule)
@@ -222,6 +222,36 @@ def test_vp_discrete_times_give_alphas_cumprod(schedule, n):
     alphas_cumprod = torch.cumprod(1 - sde.discrete_betas(n), 0)
     assert_close(alpha[1:] ** 2, alphas_cumprod, rtol=1e-12, atol=1e-14)
     assert bool(torch.isfinite(sigma).all())
+
+
+def test_scaled_linear_is_stable_diffusions_chain_and_its_exact_integral():
+    # Stable Diffusion: betas = linspace(sqrt(0.00085), sqrt(0.012), 1000)^2, i.e. beta_min =
+    # N beta_start = 0.85, beta_max = N beta_end = 12 (written out here with Python floats).
+    n = 1000
+    sde = sd.VPSDE(0.85, 12.0, schedule="scaled_linear")
+    lo, hi = math.sqrt(0.00085), math.sqrt(0.012)
+    expected = [(lo + i / (n - 1) * (hi - lo)) ** 2 for i in range(n)]
+    assert_close(sde.discrete_betas(n), torch.tensor(expected, dtype=F64), rtol=1e-12, atol=0)
+    # beta(t) = (a + d t)^2 and alpha^2 = exp(-B), B(t) = ((a + d t)^3 - a^3) / (3 d).
+    a, d = math.sqrt(0.85), math.sqrt(12.0) - math.sqrt(0.85)
+    ts = torch.linspace(0.0, 1.0, 41, dtype=F64)
+    big_b = torch.tensor([((a + d * t) ** 3 - a**3) / (3 * d) for t in ts.tolist()], dtype=F64)
+    assert_close(sde.beta(ts), (a + d * ts) ** 2, rtol=1e-14, atol=0)
+    assert_close(sde.marginal(ts)[0] ** 2, torch.exp(-big_b), rtol=1e-12, atol=0)
+    # The inverse of B, also where B is tiny (no cancellation) and for beta_min = beta_max.
+    for other in (sde, sd.VPSDE(2.0, 2.0, schedule="scaled_linear")):
+        t = torch.cat([torch.tensor([0.0, 1e-12, 1e-8], dtype=F64), ts[1:]])
+        b = other.schedule.integral(t)
+        assert_close(other.schedule.inverse_integral(b), t, rtol=1e-12, atol=0)
+    assert_close(
+        sd.VPSDE(2.0, 2.0, schedule="scaled_linear").marginal(ts)[0] ** 2, torch.exp(-2 * ts)
+    )
+    # Its config rebuilds it, for VP and sub-VP (checkpoints).
+    for cls in (sd.VPSDE, sd.SubVPSDE):
+        other = cls(0.85, 12.0, schedule="scaled_linear", T=1.002)
+        rebuilt = sd.sde_from_config(other.config())
+        assert type(rebuilt) is cls and rebuilt.config() == other.config()
+        assert_close(rebuilt.log_snr(ts), other.log_snr(ts), rtol=0, atol=0)
 
 
 def test_cosine_marginal_is_nichol_dhariwal_alpha_bar():

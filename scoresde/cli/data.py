@@ -8,14 +8,17 @@ from pathlib import Path
 
 def data_help() -> str:
     """The data a ``--data`` flag accepts, in words."""
-    from ..data import TOY_DATASETS
+    from ..data import TABULAR_DATASETS, TOY_DATASETS
 
-    return f"a toy set ({', '.join(TOY_DATASETS)}), 'digits', a .npy/.npz file or an image folder"
+    return (
+        f"a toy set ({', '.join(TOY_DATASETS)}), a table ({', '.join(TABULAR_DATASETS)}), "
+        "'digits', a .npy/.npz file or an image folder"
+    )
 
 
 def load_data(name: str, n: int, seed: int, key: str | None = None, label_key: str | None = None):
-    """(data, labels or None) for a toy set name, 'digits', a .npy/.npz path or an image folder;
-    ``key`` / ``label_key`` name the arrays of a .npz file."""
+    """(data, labels or None) for a toy set or table name, 'digits', a .npy/.npz path or an image
+    folder; ``key`` / ``label_key`` name the arrays of a .npz file."""
     import numpy as np
     import torch
 
@@ -23,8 +26,9 @@ def load_data(name: str, n: int, seed: int, key: str | None = None, label_key: s
 
     if (key or label_key) and Path(name).suffix != ".npz":
         raise ValueError(f"--data-key and --label-key name arrays of a .npz file, not of {name!r}")
-    if name in data.TOY_DATASETS:
-        return data.TOY_DATASETS[name](n, generator=torch.Generator().manual_seed(seed)), None
+    generated = {**data.TOY_DATASETS, **data.TABULAR_DATASETS}
+    if name in generated:
+        return generated[name](n, generator=torch.Generator().manual_seed(seed)), None
     if name == "digits":
         return data.digits(return_labels=True)
     path = Path(name)

@@ -220,10 +220,11 @@ def checkpoint_problem(
     a reference data set; the target is the data distribution.
 
     ``score_fn`` is the model (EMA weights unless ``ema=False``) under ``torch.no_grad()``; the
-    SDE is the checkpoint's. ``data`` is a toy set name of ``scoresde.data.TOY_DATASETS`` (set k
-    is a fresh draw seeded ``seed + 1000 + k``), ``"digits"``, a ``.npy`` / ``.npz`` path, an
-    image folder or an ``(N, *event)`` tensor (set k is the k-th block of n items of one seeded
-    permutation: the sets are disjoint, so ``compare`` needs ``(1 + 2 * FLOOR_PAIRS) * n`` items).
+    SDE is the checkpoint's. ``data`` is a set name of ``scoresde.data.TOY_DATASETS`` or
+    ``TABULAR_DATASETS`` (set k is a fresh draw seeded ``seed + 1000 + k``), ``"digits"``, a
+    ``.npy`` / ``.npz`` path, an image folder or an ``(N, *event)`` tensor (set k is the k-th
+    block of n items of one seeded permutation: the sets are disjoint, so ``compare`` needs
+    ``(1 + 2 * FLOOR_PAIRS) * n`` items).
     The reference solve uses a float64 copy of the model (see ``compare``).
     """
     from ..training import event_shape, load_model
@@ -251,8 +252,9 @@ def _data_sets(
     """(name, draw) of a reference data set; its items must have shape ``event``."""
     from .. import data as D
 
-    if not isinstance(data, Tensor) and str(data) in D.TOY_DATASETS:
-        name, gen = str(data), D.TOY_DATASETS[str(data)]
+    generated = {**D.TOY_DATASETS, **D.TABULAR_DATASETS}
+    if not isinstance(data, Tensor) and str(data) in generated:
+        name, gen = str(data), generated[str(data)]
 
         def draw(n: int, k: int) -> Tensor:
             return gen(n, generator=torch.Generator().manual_seed(seed + 1000 + k)).to(F64)
@@ -268,7 +270,7 @@ def _data_sets(
         elif Path(data).is_dir():
             name, x = str(data), D.load_image_folder(data, channels=event[0])
         else:
-            valid = [*D.TOY_DATASETS, "digits", "<file.npy|file.npz>", "<image folder>"]
+            valid = [*generated, "digits", "<file.npy|file.npz>", "<image folder>"]
             raise ValueError(
                 f"unknown data {data!r}; valid: {', '.join(valid)} or an (N, *event) tensor"
             )

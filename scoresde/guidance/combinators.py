@@ -1,46 +1,23 @@
-"""Guidance: classifier-free and classifier guidance as score combinators.
-
-Every guidance combinator returns a plain ``score_fn(x, t)``, so every solver of ``sample`` runs
-guided sampling unchanged. (Inpainting is in ``inpainting.py`` and ``smc.py``; the noisy
-classifier is ``nets.NoisyClassifier``, trained by ``training.train_classifier``.)
-
-    classifier_free_guidance(s_c, s_u, scale=w)    s_u + w (s_c - s_u)     (Ho & Salimans 2022)
-    cfg_score_fn(model, y, scale=w)                 the same, one batched call to a conditional net
-    classifier_guidance(s, log p_t(y|x), scale=w)   s + w grad_x log p_t(y | x)  (Song et al. 2021)
-    classifier_log_prob(classifier, y)              log p_phi(y | x, t) for classifier_guidance
-    negative_guidance(s_c, s_neg, scale=w)          s_c + w (s_c - s_neg)   (negative prompts)
-    multi_condition_guidance(s_u, [s_k], [w_k])     s_u + sum_k w_k (s_k - s_u)  (Liu et al. 2022)
-    guidance_rescale(guided, cond, phi)             rescale to cond's std  (Lin et al. 2024)
-
-Every ``scale`` may be a number or a schedule w(t): a callable from the (batch,) times to a
-number or a (batch,) tensor (``constant_scale``, ``linear_scale``, ``cosine_scale``,
-``interval_scale`` build the common ones). It is evaluated on the device, once per call.
-
-With w > 1 neither guidance samples p(x | y)^w p(x)^(1-w): the guided score is the gradient of
-p_t(x | y)^w p_t(x)^(1-w) at every t, but that family is not the diffusion of its t = 0 member
-(docs/guidance.md measures how far the samples land from the tilted density).
+"""Guidance combinators of score functions: classifier-free, classifier, negative, several
+conditions, and guidance rescale. Each returns a plain ``score_fn(x, t)`` (see the package
+docstring of ``scoresde.guidance`` for the table of formulas); ``scale`` arguments are numbers
+or schedules w(t) (``schedules.py``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .nets.embeddings import batch_time
-from .sde import ScoreFn, TimeLike
-from .validation import check_callable, check_label_values, check_real
+from ..nets.embeddings import batch_time
+from ..sde import ScoreFn, TimeLike
+from ..validation import check_callable, check_label_values, check_real
+from .schedules import Scale, _check_interval, _check_scale, _is_const, _scale_at
 
 __all__ = [
-    "Scale",
-    "constant_scale",
-    "linear_scale",
-    "cosine_scale",
-    "interval_scale",
     "classifier_free_guidance",
-    "cfg_score_fn",
     "classifier_guidance",
     "classifier_log_prob",
     "negative_guidance",
@@ -48,125 +25,12 @@ __all__ = [
     "guidance_rescale",
 ]
 
-#: A guidance scale: a number, or a schedule ``w(t)`` from the (batch,) times (in x's dtype and
-#: device) to a number or a (batch,) / 0-d tensor.
-Scale = float | Callable[[Tensor], Tensor | float]
-
-
 # ----------------------------------------------------------------------------------------------
 # Classifier-free guidance
 
 
-def _check_scale(scale, name: str = "scale") -> Scale:
-    """A number (checked finite) or a schedule w(t) (checked callable; its values are not
-    checked per call, which would need a host sync)."""
-    if callable(scale) and not isinstance(scale, Tensor):
-        return scale
-    return check_real(name, scale)
-
-
-def _scale_at(scale: Scale, t, x: Tensor) -> float | Tensor:
-    """The scale at time t: a number as is, a schedule's (batch,) values shaped to broadcast
-    over x's event dims (shape checks only, no sync)."""
-    if not callable(scale):
-        return scale
-    w = scale(batch_time(t, x))
-    if isinstance(w, Tensor):
-        if w.dim() == 0:
-            return w.to(device=x.device, dtype=x.dtype)
-        if w.shape != (x.shape[0],):
-            raise ValueError(
-                f"a guidance schedule w(t) must return a number or a 0-d or ({x.shape[0]},) "
-                f"tensor, got shape {tuple(w.shape)}"
-            )
-        return w.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-    return check_real("w(t)", w)
-
-
-def _is_const(scale: Scale, value: float) -> bool:
-    return not callable(scale) and scale == value
-
-
-# -- schedules w(t) ----------------------------------------------------------------------------
-
-
-def constant_scale(w: float) -> Callable[[Tensor], float]:
-    """The schedule w(t) = w; guidance with it equals guidance with ``scale=w`` bit for bit."""
-    w = check_real("w", w)
-
-    def schedule(t: Tensor) -> float:
-        return w
-
-    return schedule
-
-
-def _check_T(T) -> float:
-    return check_real("T", T, 0.0, lo_open=True)
-
-
-def linear_scale(w0: float, w1: float, T: float = 1.0) -> Callable[[Tensor], Tensor]:
-    """w(t) = w0 + (w1 - w0) t / T: w0 at the data end (t = 0), w1 at the prior end (t = T).
-
-    Wang et al. 2024 ("Analysis of Classifier-Free Guidance Weight Schedulers", Sec. 4) find that
-    guidance growing as sampling proceeds (small w at high noise, large near the data: w0 > w1)
-    beats a constant scale of the same mean.
-    """
-    w0, w1, T = check_real("w0", w0), check_real("w1", w1), _check_T(T)
-
-    def schedule(t: Tensor) -> Tensor:
-        return w0 + (w1 - w0) * (t / T)
-
-    return schedule
-
-
-def cosine_scale(w0: float, w1: float, T: float = 1.0) -> Callable[[Tensor], Tensor]:
-    """w(t) = w1 + (w0 - w1) (1 + cos(pi t / T)) / 2: w0 at t = 0, w1 at t = T, flat at both ends.
-
-    The cosine schedule of Wang et al. 2024 (Sec. 4), with the same convention as
-    ``linear_scale``.
-    """
-    w0, w1, T = check_real("w0", w0), check_real("w1", w1), _check_T(T)
-
-    def schedule(t: Tensor) -> Tensor:
-        return w1 + (w0 - w1) * (0.5 * (1.0 + torch.cos((math.pi / T) * t)))
-
-    return schedule
-
-
-def interval_scale(
-    w: float, t_lo: float, t_hi: float, outside: float = 1.0
-) -> Callable[[Tensor], Tensor]:
-    """w(t) = w for t in [t_lo, t_hi], ``outside`` elsewhere (a per-sample ``torch.where``).
-
-    Limited-interval guidance (Kynkäänniemi et al. 2024, Sec. 3): guide only at medium noise
-    levels; ``outside = 1`` gives s_u + (s_c - s_u) there, the conditional score up to round-off
-    (``interval=`` of ``classifier_free_guidance`` returns s_c itself).
-    """
-    w, outside = check_real("w", w), check_real("outside", outside)
-    checked = _check_interval((t_lo, t_hi))
-    assert checked is not None
-    lo, hi = checked
-
-    def schedule(t: Tensor) -> Tensor:
-        inside = (t >= lo) & (t <= hi)
-        return torch.where(inside, torch.full_like(t, w), torch.full_like(t, outside))
-
-    return schedule
-
-
 def _check_rescale(rescale) -> float:
     return check_real("rescale", rescale, 0.0, 1.0)
-
-
-def _check_interval(interval) -> tuple[float, float] | None:
-    if interval is None:
-        return None
-    if isinstance(interval, str) or not hasattr(interval, "__len__") or len(interval) != 2:
-        raise TypeError(f"interval must be None or (t_lo, t_hi), got {interval!r}")
-    lo, hi = (check_real("interval", v) for v in interval)
-    if not 0 <= lo <= hi:
-        raise ValueError(f"interval must satisfy 0 <= t_lo <= t_hi, got {interval!r}")
-    return lo, hi
 
 
 def _combine(
@@ -245,60 +109,6 @@ def _num_classes(model: nn.Module) -> int | None:
     if n is None:
         n = getattr(getattr(model, "net", None), "num_classes", None)
     return n
-
-
-def cfg_score_fn(
-    model: nn.Module,
-    y: int | Tensor,
-    scale: Scale = 1.0,
-    interval: Sequence[float] | None = None,
-    rescale: float = 0.0,
-) -> ScoreFn:
-    """Classifier-free guidance for a class-conditional ``ScoreModel``, one network call per NFE.
-
-    ``model(x, t, y)`` returns the score of p_t(x | y), and of p_t(x) for the null label
-    ``num_classes`` (how ``ResidualMLP``/``UNet`` learn both when trained with ``p_uncond > 0``,
-    Ho & Salimans 2022, Alg. 1). Both branches run as one batch: x is concatenated with itself
-    and the labels are [y, null]. At scale 1 only the conditional branch runs, at scale 0 (no
-    interval) only the unconditional one.
-
-    Parameters
-    ----------
-    y
-        A class (int) or ``(batch,)`` labels in [0, num_classes); checked once, here.
-    scale
-        As in ``classifier_free_guidance``.
-    interval, rescale
-        As in ``classifier_free_guidance``.
-    """
-    num_classes = _num_classes(model)
-    if num_classes is None:
-        raise ValueError(
-            "classifier-free guidance needs a class-conditional model: its network was built "
-            "with num_classes=None (train with --conditional / num_classes=K and p_uncond > 0)"
-        )
-    check_label_values(y, num_classes)
-    scale, interval = _check_scale(scale), _check_interval(interval)
-    rescale = _check_rescale(rescale)
-
-    def score_fn(x: Tensor, t: TimeLike) -> Tensor:
-        b = x.shape[0]
-        tt = batch_time(t, x)
-        if isinstance(y, Tensor):
-            if y.shape != (b,):
-                raise ValueError(f"y has shape {tuple(y.shape)} but the batch size is {b}")
-            labels = y.to(device=x.device, dtype=torch.long)
-        else:
-            labels = torch.full((b,), y, dtype=torch.long, device=x.device)
-        null = torch.full_like(labels, num_classes)
-        if _is_const(scale, 1.0):
-            return model(x, tt, labels)
-        if _is_const(scale, 0.0) and interval is None and rescale == 0.0:
-            return model(x, tt, null)
-        out = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))
-        return _combine(out[:b], out[b:], scale, interval, tt, x, rescale)
-
-    return score_fn
 
 
 # ----------------------------------------------------------------------------------------------
