@@ -1,6 +1,7 @@
 """DiT against the U-Net on 8x8 digits at (nearly) equal parameter count and equal steps, on CPU.
 
     python benchmarks/dit.py --steps 600 --threads 1
+    python benchmarks/dit.py --steps 3000 --seeds 0,1
 
 Both nets train with the digits recipe of ``benchmarks/training.py`` (VP SDE, eps prediction,
 batch 128, lr 1e-3, warmup 200 capped at steps/4) for the same number of steps: the U-Net at base
@@ -33,8 +34,9 @@ NETS = {
 }
 
 
-def run(name: str, steps: int, threads: int, out: Path) -> dict:
+def run(name: str, steps: int, threads: int, out: Path, seed: int) -> dict:
     argv = ["train", "--data", "digits", "--out", str(out), "--sde", "vp", "--quiet"]
+    argv += ["--seed", str(seed)]
     argv += ["--steps", str(steps), "--batch-size", "128", "--lr", "1e-3", "--ckpt-every", "0"]
     argv += [
         "--threads",
@@ -52,6 +54,7 @@ def run(name: str, steps: int, threads: int, out: Path) -> dict:
         rows = list(csv.DictReader(f))
     return {
         "net": name,
+        "seed": seed,
         "params": sum(p.numel() for p in model.net.parameters()),
         "final loss": float(rows[-1]["loss"]) if rows else float("nan"),
         "train s": seconds,
@@ -63,21 +66,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--out", default="results/dit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [run(name, args.steps, args.threads, Path(args.out) / name) for name in NETS]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [
+        run(name, args.steps, args.threads, Path(args.out) / f"{name}_seed{seed}", seed)
+        for name in NETS
+        for seed in seeds
+    ]
     print(
-        "| net | params | steps | final loss | train time | mean top-class prob | min class share |"
+        "| net | seed | params | steps | final loss | train time | mean top-class prob "
+        "| min class share |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['net']} | {r['params'] / 1e3:.0f}k | {r['steps']} | {r['final loss']:.4f} | "
-            f"{r['train s']:.0f} s | {r['mean top-class prob']} | {r['min class share']} |"
+            f"| {r['net']} | {r['seed']} | {r['params'] / 1e3:.0f}k | {r['steps']} | "
+            f"{r['final loss']:.4f} | {r['train s']:.0f} s | {r['mean top-class prob']} | "
+            f"{r['min class share']} |"
         )
     print(f"\nreal digits mean top-class prob: {rows[0]['real digits']}")
-    print(f"command: python benchmarks/dit.py --steps {args.steps} --threads {args.threads}")
+    print(
+        f"command: python benchmarks/dit.py --steps {args.steps} --threads {args.threads} "
+        f"--seeds {args.seeds}"
+    )
 
 
 if __name__ == "__main__":
