@@ -99,6 +99,12 @@ class CUDAGraphScore:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         if not x.is_cuda:
             raise ValueError(f"CUDAGraphScore needs CUDA tensors, got x on {x.device}")
+        if x.requires_grad and torch.is_grad_enabled():
+            # The replay reads a copy of x: its output would carry no gradient back to x.
+            raise ValueError(
+                "CUDAGraphScore cannot be differentiated through (x requires grad); call it "
+                "under torch.no_grad() or leave cuda_graph off"
+            )
         key = (tuple(x.shape), x.dtype, tuple(t.shape), t.dtype, x.device, torch.is_grad_enabled())
         if key not in self.graphs:
             self.graphs[key] = self._capture(x, t)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import scoresde as sd
+from scoresde import cli
 from scoresde.checkpoint import load_checkpoint
 from scoresde.compile import COMPILE_MODES, CUDAGraphScore, check_compile
 from scoresde.data import checkerboard
@@ -160,6 +161,25 @@ def test_compiled_flow_matching_training_step():
     )
     a, b = eager.loss_at(0), compiled.loss_at(0)
     torch.testing.assert_close(b, a, rtol=1e-5, atol=0)  # one forward: float32 rounding
+
+
+def test_cli_compile_and_cuda_graph_flags(tmp_path):
+    """``--compile`` trains and samples (checkpoint as without it); ``--cuda-graph`` on CPU stops
+    with the ValueError's message, before any training."""
+    out = tmp_path / "run"
+    train = ["train", "--data", "two_moons", "--n-data", "500", "--batch-size", "64"]
+    train += ["--width", "16", "--depth", "1", "--quiet", "--threads", "1", "--out", str(out)]
+    assert cli.main([*train, "--steps", "3", "--compile"]) == 0
+    meta = load_checkpoint(out / "checkpoint")[1]
+    assert meta["train"]["compile"] == "default" and meta["step"] == 3
+    npy = tmp_path / "s.npy"
+    sample = ["sample", "--checkpoint", str(out / "checkpoint"), "--out", str(npy), "--n", "8"]
+    assert cli.main([*sample, "--steps", "3", "--compile", "default"]) == 0
+    for argv in ([*train, "--steps", "3", "--cuda-graph"], [*sample, "--cuda-graph"]):
+        with pytest.raises(SystemExit, match="needs a CUDA device"):
+            cli.main(argv)
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        cli.main([*sample, "--compile", "reduce-overhead"])
 
 
 # -- CUDA graphs (GPU sessions) ------------------------------------------------------------------
