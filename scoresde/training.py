@@ -16,7 +16,7 @@ import gc
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -209,8 +209,8 @@ class Trainer:
                 drop = torch.rand(y.shape, generator=g, device=self.device) < cfg.p_uncond
                 y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         net = self.ddp if self.ddp is not None else self.model
-        if self._forward is not None:
-            net = self._forward
+        if self._forward is not None:  # torch.compile's wrapper: called as the module it wraps
+            net = cast(ScoreModel, self._forward)
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16 and x0.is_cuda)
         with autocast:
             if cfg.loss == "fm":
