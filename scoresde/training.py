@@ -33,7 +33,7 @@ from .checkpoint import (  # event_shape, load_model: importable from here as be
     load_state_strict,
     save_checkpoint,
 )
-from .compile import check_compile, check_cuda_graph, compile_fn
+from .compile import GRAPH_MODES, check_compile, check_cuda_graph, compile_fn
 from .flow_matching import flow_matching_loss
 from .losses import TRAIN_EPS, dsm_loss, sample_times
 from .model import ScoreModel
@@ -176,6 +176,7 @@ class Trainer:
         mode = check_compile(cfg.compile)
         if check_cuda_graph(cfg.cuda_graph, self.device, "the training step"):
             mode = "max-autotune" if mode == "max-autotune" else "reduce-overhead"
+        self._graphed = mode in GRAPH_MODES
         if mode is None:
             return None
         return compile_fn(self.ddp if self.ddp is not None else self.model, mode, self.device)
@@ -240,15 +241,17 @@ class Trainer:
         if self.world > 1 and self.ddp is None:
             raise RuntimeError("this Trainer was closed: its gradients are no longer all-reduced")
         cfg = self.config
-        if cfg.cuda_graph:
+        if self._graphed:
             # A new iteration for CUDA-graph trees: the last step's graph outputs may be reused.
             torch.compiler.cudagraph_mark_step_begin()
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(_seed(cfg.seed, self.rank, self.step, 0xD409))  # dropout
-            loss = self.loss_at(self.step)
+            # Gradients dropped before the forward: with CUDA graphs, no output of the last
+            # step's backward graph is alive when the graphs replay again.
             self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_at(self.step)
             loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if cfg.grad_clip > 0:
