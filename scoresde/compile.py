@@ -123,6 +123,6 @@ class CUDAGraphScore:
                 self.fn(static_x, static_t)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.device(x.device), torch.cuda.graph(graph):
             static_out = self.fn(static_x, static_t)
         return graph, static_x, static_t, static_out

@@ -67,6 +67,13 @@ def test_sample_refuses_bad_compile_and_cuda_graph_requests():
             sd.sample(sde, score, (4, 2), adaptive, cuda_graph=True)
 
 
+def test_cuda_graph_score_refuses_cpu_tensors():
+    assert sd.COMPILE_MODES == COMPILE_MODES and sd.CUDAGraphScore is CUDAGraphScore
+    graphed = CUDAGraphScore(lambda x, t: -x)
+    with pytest.raises(ValueError, match="needs CUDA tensors"):
+        graphed(torch.zeros(2, 3), torch.ones(2))
+
+
 def test_train_config_and_trainer_refuse_bad_requests():
     with pytest.raises(ValueError, match="compile must be"):
         TrainConfig(compile="fastest")
