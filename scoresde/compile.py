@@ -90,6 +90,9 @@ class CUDAGraphScore:
     and returns a copy of the static output (solvers keep earlier outputs, e.g. multistep
     history, which the next replay would overwrite). ``fn`` must not sync with the host or draw
     random numbers; NFE is counted by the caller (``CountingScore``), so warm-up calls are not.
+    The graph reads the weights' memory as it was at capture: updates in place (an optimiser
+    step, ``load_state_dict``) are seen, but parameters replaced by new tensors (``.to()`` to
+    another device or dtype, reassigning them) are not: make a new ``CUDAGraphScore`` then.
     """
 
     def __init__(self, fn: Callable[[Tensor, Tensor], Tensor]):
