@@ -1,7 +1,9 @@
 """How fast is scoresde on a GPU? Sampling, training and likelihood throughput, one table each.
 
-    python benchmarks/gpu.py                  # all sections, about 2 minutes on an H100/H200
+    python benchmarks/gpu.py                  # the first five sections, ~2 minutes on an H100/H200
     python benchmarks/gpu.py --sections sampling --batch 65536
+    python benchmarks/gpu.py --sections train_speed,sample_speed    # issue 21, see gpu_speed.py
+    python benchmarks/gpu.py --device cpu --smoke   # tiny sizes: checks the script, on a CPU
 
 Sampling: the 64-D, 8-component mixture of ``compare``'s ``gmm64`` preset under the VP SDE, exact
 score (a closed-form network stand-in: O(batch x K x d) work per call), float32. For each solver:
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from gpu_speed import COMPILE_SECTIONS, sample_speed, table, train_speed
 
 import scoresde as sd
 from scoresde.comparison import gmm64
@@ -60,12 +63,6 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times), out
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def sampling(batch: int, repeats: int) -> str:
@@ -303,27 +300,72 @@ def likelihood(batch: int, repeats: int) -> str:
     return note + "\n\n" + table(header, rows)
 
 
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sections", default="sampling,diffusers,unet,training,likelihood")
+    p.add_argument(
+        "--sections",
+        default=None,
+        help="comma-separated, of sampling,diffusers,unet,training,likelihood,train_speed,"
+        "sample_speed (default: the first five; with --smoke: the last two)",
+    )
     p.add_argument("--batch", type=int, default=16384, help="samples per run (gmm64 sampling)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--train-steps", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=None, help="timed runs (default 3; smoke: 1)")
+    p.add_argument(
+        "--train-steps", type=int, default=None, help="steps per timing (default 200; smoke: 3)"
+    )
+    p.add_argument("--device", default="cuda", help="cuda, or cpu for train_speed/sample_speed")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--smoke", action="store_true", help="tiny nets and batches: check, not measure")
+    p.add_argument("--modes", default="eager,compiled,graphed", help="speed sections' modes")
+    p.add_argument("--train-batches", type=_ints, default=[128, 512], help="train_speed batches")
+    p.add_argument("--sample-batch", type=int, default=256, help="sample_speed batch")
+    p.add_argument("--sample-steps", type=_ints, default=[10, 20, 50], help="sample_speed steps")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("benchmarks/gpu.py needs a CUDA device", file=sys.stderr)
+    device = torch.device(args.device)
+    if args.threads:  # before anything compiles: inductor's CPU kernels use this many threads
+        torch.set_num_threads(args.threads)
+    modes = args.modes.split(",")
+    for mode in modes:
+        if mode not in ("eager", "compiled", "graphed"):
+            p.error(f"unknown mode {mode!r}; valid modes are eager, compiled, graphed")
+    if args.sections is None:
+        smoke_default = ",".join(COMPILE_SECTIONS)
+        args.sections = (
+            smoke_default if args.smoke else "sampling,diffusers,unet,training,likelihood"
+        )
+    names = args.sections.split(",")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/gpu.py needs a CUDA device (or --device cpu --smoke)", file=sys.stderr)
         return 1
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    if device.type != "cuda" and set(names) - set(COMPILE_SECTIONS):
+        p.error(f"--device {args.device} runs only the sections {COMPILE_SECTIONS}")
+    if args.smoke:
+        args.train_batches, args.sample_batch, args.sample_steps = [8], 4, [2]
+    args.train_steps = args.train_steps or (3 if args.smoke else 200)
+    args.repeats = args.repeats or (1 if args.smoke else 3)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # float32 means float32 here
+        print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+    else:
+        print(f"# {device.type}, {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print("Command: python benchmarks/gpu.py " + " ".join(argv or sys.argv[1:]) + "\n")
+    reps, steps, smoke = args.repeats, args.train_steps, args.smoke
     sections = {
-        "sampling": lambda: sampling(args.batch, args.repeats),
-        "unet": lambda: unet_sampling(256, args.repeats),
-        "training": lambda: training(args.repeats, args.train_steps),
+        "sampling": lambda: sampling(args.batch, reps),
+        "unet": lambda: unet_sampling(256, reps),
+        "training": lambda: training(reps, steps),
         "likelihood": lambda: likelihood(1024, 1),
-        "diffusers": lambda: against_diffusers(args.batch, args.repeats),
+        "diffusers": lambda: against_diffusers(args.batch, reps),
+        "train_speed": lambda: train_speed(device, args.train_batches, modes, steps, reps, smoke),
+        "sample_speed": lambda: sample_speed(
+            device, args.sample_batch, args.sample_steps, modes, reps, smoke
+        ),
     }
-    for name in args.sections.split(","):
+    for name in names:
         if name not in sections:
             p.error(f"unknown section {name!r}; valid sections are {tuple(sections)}")
         start = time.perf_counter()

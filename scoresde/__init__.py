@@ -1,6 +1,7 @@
 """scoresde: continuous-time score-based diffusion, checked against closed-form truth."""
 
 from .comparison import PROBLEMS, Problem, checkpoint_problem, compare, mixture_problem
+from .compile import COMPILE_MODES, CUDAGraphScore
 from .diffusers_bridge import DiffusersScore, from_diffusers
 from .elbo import (
     ELBOResult,
@@ -72,6 +73,8 @@ from .training import train_classifier
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPILE_MODES",
+    "CUDAGraphScore",
     "DiffusersScore",
     "from_diffusers",
     "SDE",

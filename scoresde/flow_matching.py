@@ -96,7 +96,9 @@ def flow_matching_loss(
     check_instance("sde", sde, SDE)
     # A DDP-wrapped ScoreModel (the Trainer's) keeps it in .module; the velocity is a forward
     # keyword so that DDP all-reduces its gradients.
-    if not isinstance(getattr(model, "module", model), ScoreModel):
+    # torch.compile's wrapper (Trainer's compile=) keeps the module it compiled in ._orig_mod.
+    inner = getattr(model, "_orig_mod", model)
+    if not isinstance(getattr(inner, "module", inner), ScoreModel):
         raise TypeError(
             "model must be a ScoreModel (its velocity is model(x, t, y, output='velocity')), "
             f"got {type(model).__name__}"

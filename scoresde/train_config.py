@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from .compile import check_compile
 from .flow_matching import COUPLINGS
 from .losses import LOSSES, TIME_SAMPLING, WEIGHTINGS
 from .validation import check_choice, check_config_int, check_config_real
@@ -29,6 +30,10 @@ class TrainConfig:
     p_uncond: float = 0.0  # probability of replacing a label by the null label (CFG training)
     seed: int = 0
     bf16: bool = False  # bfloat16 autocast of the forward pass (CUDA only)
+    # torch.compile the model's forward (and so its backward): False, True ("default") or a mode
+    # in scoresde.compile.COMPILE_MODES; the CUDA-graph modes need a CUDA device.
+    compile: bool | str = False
+    cuda_graph: bool = False  # forward + backward replayed as CUDA graphs (CUDA only; see Trainer)
     log_every: int = 100
     ckpt_every: int = 0  # 0: only when asked
     sample_every: int = 0  # 0: never
@@ -55,8 +60,15 @@ class TrainConfig:
         if self.coupling != "independent" and self.loss != "fm":
             raise ValueError(f'coupling {self.coupling!r} needs loss="fm", got {self.loss!r}')
         check_choice("time_sampling", self.time_sampling, TIME_SAMPLING)
-        if not isinstance(self.bf16, bool):
-            raise ValueError(f"bf16 must be True or False, got {self.bf16!r}")
+        for name in ("bf16", "cuda_graph"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        check_compile(self.compile)
+        if self.cuda_graph and self.compile == "max-autotune-no-cudagraphs":
+            raise ValueError(
+                "cuda_graph=True graphs through torch.compile; compile mode "
+                "'max-autotune-no-cudagraphs' turns that off: choose one"
+            )
         if self.decay_steps and not self.decay_steps > self.warmup:
             raise ValueError(
                 f"decay_steps must exceed warmup ({self.warmup}) or be 0, got {self.decay_steps}"

@@ -16,7 +16,7 @@ import gc
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from .checkpoint import (  # event_shape, load_model: importable from here as be
     load_state_strict,
     save_checkpoint,
 )
+from .compile import GRAPH_MODES, check_compile, check_cuda_graph, compile_fn
 from .flow_matching import flow_matching_loss
 from .losses import TRAIN_EPS, dsm_loss, sample_times
 from .model import ScoreModel
@@ -160,6 +161,25 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._forward = self._compiled_forward()
+
+    def _compiled_forward(self) -> nn.Module | None:
+        """The model's forward as ``config.compile`` / ``config.cuda_graph`` ask, or None (eager).
+
+        ``cuda_graph`` compiles with a CUDA-graph mode ("reduce-overhead", or "max-autotune" if
+        that is the compile mode): torch.compile's CUDA-graph trees then replay the forward and
+        the backward as graphs; clipping, Adam and the EMA stay eager (fused multi-tensor
+        kernels, a few launches). The wrapper owns no weights: ``state_dict``, the EMA, the
+        optimiser and checkpoints see ``self.model`` exactly as without it.
+        """
+        cfg = self.config
+        mode = check_compile(cfg.compile)
+        if check_cuda_graph(cfg.cuda_graph, self.device, "the training step"):
+            mode = "max-autotune" if mode == "max-autotune" else "reduce-overhead"
+        self._graphed = mode in GRAPH_MODES
+        if mode is None:
+            return None
+        return compile_fn(self.ddp if self.ddp is not None else self.model, mode, self.device)
 
     # -- one step -----------------------------------------------------------------------------
     def _batch_indices(self, step: int) -> Tensor:
@@ -190,6 +210,8 @@ class Trainer:
                 drop = torch.rand(y.shape, generator=g, device=self.device) < cfg.p_uncond
                 y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         net = self.ddp if self.ddp is not None else self.model
+        if self._forward is not None:  # torch.compile's wrapper: called as the module it wraps
+            net = cast(ScoreModel, self._forward)
         autocast = torch.autocast("cuda", torch.bfloat16, enabled=cfg.bf16 and x0.is_cuda)
         with autocast:
             if cfg.loss == "fm":
@@ -219,12 +241,17 @@ class Trainer:
         if self.world > 1 and self.ddp is None:
             raise RuntimeError("this Trainer was closed: its gradients are no longer all-reduced")
         cfg = self.config
+        if self._graphed:
+            # A new iteration for CUDA-graph trees: the last step's graph outputs may be reused.
+            torch.compiler.cudagraph_mark_step_begin()
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(_seed(cfg.seed, self.rank, self.step, 0xD409))  # dropout
-            loss = self.loss_at(self.step)
+            # Gradients dropped before the forward: with CUDA graphs, no output of the last
+            # step's backward graph is alive when the graphs replay again.
             self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_at(self.step)
             loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if cfg.grad_clip > 0:
@@ -404,6 +431,8 @@ class Trainer:
         after collecting it here, while the process group is alive).
         """
         self.ddp = None
+        if self.world > 1:
+            self._forward = None  # it wrapped the DDP module
         gc.collect()
         if self._owns_process_group:
             dist.destroy_process_group()

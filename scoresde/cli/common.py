@@ -1,5 +1,6 @@
-"""What the ``scoresde`` subcommands share: registering a command, and the --seed, --device and
---threads flags of train, sample and likelihood."""
+"""What the ``scoresde`` subcommands share: registering a command, the --seed, --device and
+--threads flags of train, sample and likelihood, and the --compile / --cuda-graph flags of train
+and sample."""
 
 from __future__ import annotations
 
@@ -34,3 +35,24 @@ def apply_common_flags(args: argparse.Namespace) -> None:
     check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+
+
+def add_speed_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--compile [MODE] and --cuda-graph of train and sample (``scoresde.compile``)."""
+    from ..compile import COMPILE_MODES
+
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        metavar="MODE",
+        help=f"torch.compile {what}; MODE is one of {', '.join(COMPILE_MODES)} (default "
+        "without MODE: default; reduce-overhead and max-autotune need CUDA)",
+    )
+    p.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help=f"replay {what} as CUDA graphs (CUDA only)",
+    )

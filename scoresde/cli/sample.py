@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..cliutil import POSITIVE_INT, float_in, load_checkpoint_model
 from ..comparison import parse_options
-from .common import add_command, add_common_flags, apply_common_flags
+from .common import add_command, add_common_flags, add_speed_flags, apply_common_flags
 from .data import load_data, transform
 
 #: Image file suffixes ``scoresde sample --out`` writes as a figure (matplotlib picks the format).
@@ -58,6 +58,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 generator=generator,
                 device=args.device,
                 progress=sys.stderr.isatty(),
+                compile=args.compile or False,
+                cuda_graph=args.cuda_graph,
                 **steps,
                 **options,
             )
@@ -86,6 +88,8 @@ RESERVED_OPTIONS = {
     "seeds": "--seed",
     "device": "--device",
     "progress": "the command (on where stderr is a terminal)",
+    "compile": "--compile",
+    "cuda_graph": "--cuda-graph",
 }
 
 
@@ -139,6 +143,7 @@ def _inpaint(model, meta, score_fn, shape, args: argparse.Namespace, generator, 
     """Inpaint the first ``--n`` items of ``--inpaint-data``: the mask's True part is kept (in the
     model's units: standardised as the checkpoint was trained)."""
     from ..cliutil import mask_from_spec
+    from ..compile import CUDAGraphScore, check_cuda_graph, compile_fn
     from ..inpainting import inpaint
 
     if args.steps is None:
@@ -152,6 +157,10 @@ def _inpaint(model, meta, score_fn, shape, args: argparse.Namespace, generator, 
     if len(x) < args.n:
         raise ValueError(f"--inpaint-data has {len(x)} items, fewer than --n {args.n}")
     mask = mask_from_spec(args.inpaint_mask, shape[1:])
+    if args.compile:
+        score_fn = compile_fn(score_fn, args.compile, args.device)
+    if check_cuda_graph(args.cuda_graph, args.device, "the score function's calls"):
+        score_fn = CUDAGraphScore(score_fn)
     return inpaint(
         model.sde,
         score_fn,
@@ -195,6 +204,7 @@ def add_sample_parser(subparsers) -> argparse.ArgumentParser:
         help="solver option, e.g. --option order=3 (repeatable; default: none)",
     )
     add_common_flags(sa)
+    add_speed_flags(sa, "the score network's calls")
     sa.add_argument("--raw-weights", action="store_true", help="use the raw weights, not the EMA")
     sa.add_argument(
         "--class",

@@ -19,7 +19,7 @@ from ..comparison import SDES
 from ..flow_matching import COUPLINGS
 from ..losses import LOSSES, WEIGHTINGS
 from ..parameterization import PARAMETERIZATIONS
-from .common import add_command, add_common_flags, apply_common_flags
+from .common import add_command, add_common_flags, add_speed_flags, apply_common_flags
 from .data import data_help, load_data, standardize, transform
 
 #: Training defaults by kind of data, used for each of these flags that is not given. Vectors:
@@ -136,6 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         ckpt_every=args.ckpt_every,
         sample_every=args.sample_every,
         bf16=args.bf16,
+        compile=args.compile or False,
+        cuda_graph=args.cuda_graph,
     )
 
     def sample_fn(ema, step):
@@ -304,6 +306,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     )
     add_common_flags(tr)
     tr.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CUDA")
+    add_speed_flags(tr, "the network's forward and backward")
     tr.add_argument(
         "--log-every", type=POSITIVE_INT, default=100, help="steps between loss.csv rows"
     )
