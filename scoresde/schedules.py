@@ -52,6 +52,16 @@ class ScheduleCoeffs:
     g2: Tensor
 
 
+def check_beta_range(beta_min: float, beta_max: float) -> tuple[float, float]:
+    """(beta_min, beta_max), both > 0 and beta_min <= beta_max, else a ValueError."""
+    lo, hi = check_positive("beta_min", beta_min), check_positive("beta_max", beta_max)
+    if hi < lo:
+        raise ValueError(
+            f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
+        )
+    return lo, hi
+
+
 class LinearSchedule:
     r"""beta(t) = beta_min + t (beta_max - beta_min) on [0, 1] (Song et al. 2021, Eq. 32).
 
@@ -59,12 +69,7 @@ class LinearSchedule:
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = check_positive("beta_min", beta_min)
-        self.beta_max = check_positive("beta_max", beta_max)
-        if self.beta_max < self.beta_min:
-            raise ValueError(
-                f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
-            )
+        self.beta_min, self.beta_max = check_beta_range(beta_min, beta_max)
         self.T = 1.0  # the default horizon; beta(t) stays defined (linear) beyond it
         self.t_max = math.inf
 
@@ -98,12 +103,7 @@ class ScaledLinearSchedule:
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = check_positive("beta_min", beta_min)
-        self.beta_max = check_positive("beta_max", beta_max)
-        if self.beta_max < self.beta_min:
-            raise ValueError(
-                f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}"
-            )
+        self.beta_min, self.beta_max = check_beta_range(beta_min, beta_max)
         self._a = math.sqrt(self.beta_min)
         self._d = math.sqrt(self.beta_max) - self._a
         self.T = 1.0  # the default horizon; beta(t) stays defined beyond it

@@ -456,8 +456,9 @@ def test_cfg_scale_one_samples_the_class_conditional_and_zero_the_mixture():
     assert MMD(exact_cond(1))(exact_uncond(2)) > 0.05
 
 
-@pytest.mark.parametrize("kind", ["mlp", "unet"])
-def test_cfg_score_fn_batches_both_branches_into_one_call(kind):
+def random_conditional_net(kind: str):
+    """A float64 3-class ResidualMLP ("mlp", events (2,)) or UNet ("unet", events (1, 8, 8)) with
+    random weights everywhere, so every label gives a different output; and a batch-8 shape."""
     torch.manual_seed(0)
     if kind == "mlp":
         net, shape = ResidualMLP(2, hidden=16, depth=1, num_classes=3).double(), (8, 2)
@@ -466,6 +467,12 @@ def test_cfg_score_fn_batches_both_branches_into_one_call(kind):
         shape = (8, 1, 8, 8)
     for p in net.parameters():  # the output layer starts at zero: make the branches differ
         torch.nn.init.normal_(p, std=0.3)
+    return net, shape
+
+
+@pytest.mark.parametrize("kind", ["mlp", "unet"])
+def test_cfg_score_fn_batches_both_branches_into_one_call(kind):
+    net, shape = random_conditional_net(kind)
     model = sd_model(net)
     calls = []
     net.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))

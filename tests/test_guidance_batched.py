@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_guidance import F64, SDES, _oracle, points, sd_model, three_classes
+from test_guidance import (
+    F64,
+    SDES,
+    _oracle,
+    points,
+    random_conditional_net,
+    sd_model,
+    three_classes,
+)
 from torch import Tensor
 from torch.testing import assert_close
 
@@ -23,7 +31,7 @@ from scoresde.guidance import (
     negative_guidance,
     negative_score_fn,
 )
-from scoresde.nets import ResidualMLP, UNet
+from scoresde.nets import ResidualMLP
 from scoresde.oracle import exact_class_score
 
 
@@ -116,14 +124,7 @@ def test_batched_variants_make_one_network_call_per_evaluation(kind):
     # A random network (every branch differs) and a sampler: the counted NFE equals the number of
     # network calls, each on (branches x batch) rows, and the result equals the per-branch
     # combinators evaluated with one call per branch.
-    torch.manual_seed(0)
-    if kind == "mlp":
-        net, shape = ResidualMLP(2, hidden=16, depth=1, num_classes=3).double(), (8, 2)
-    else:
-        net = UNet(channels=8, channel_mults=(1, 2), num_res_blocks=1, num_classes=3).double()
-        shape = (8, 1, 8, 8)
-    for p in net.parameters():  # the output layer starts at zero: make the branches differ
-        torch.nn.init.normal_(p, std=0.3)
+    net, shape = random_conditional_net(kind)
     model = sd_model(net)
     calls: list[int] = []
     net.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
