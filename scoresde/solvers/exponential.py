@@ -78,20 +78,30 @@ def _multistep_weights(
     only the tensor updates. ``midpoint`` replaces phi_2 by phi_1 / 2 at order 2.
     """
     p1, p2, p3 = phis
-    ones = torch.ones_like(h[:2])
-    r0 = torch.cat([ones[:1], h[:-1]]) / h  # the entries a step's order does not use are unused
-    r1 = torch.cat([ones, h[:-2]]) / h
+    # Only the orders the grid uses (a 2-step grid has only first-order steps); a row of order 0
+    # (a last step to t = 0) is overwritten by ``_end_at_zero``, so any row does there.
+    used = sorted({max(k, 1) for k in orders})
+    by_order = {}
     zero = torch.zeros_like(h)
-    q = (0.5 * p1 if midpoint else p2) / r0
-    a = (p2 * (1 + r0 / (r0 + r1)) + 2 * p3 / (r0 + r1)) / r0  # weight of D1_0 / r0 ...
-    b = -(p2 * r0 / (r0 + r1) + 2 * p3 / (r0 + r1)) / r1  # ... and of D1_1 / r1
-    by_order = {
-        1: torch.stack([p1, zero, zero], 1),
-        2: torch.stack([p1 + q, -q, zero], 1),
-        3: torch.stack([p1 + a, b - a, -b], 1),
-    }
-    k = torch.tensor(orders, device=h.device)[:, None]
-    return torch.where(k == 1, by_order[1], torch.where(k == 2, by_order[2], by_order[3]))
+    if 1 in used:
+        by_order[1] = torch.stack([p1, zero, zero], 1)
+    if used[-1] > 1:
+        ones = torch.ones_like(h[:2])
+        r0 = torch.cat([ones[:1], h[:-1]]) / h  # entries a step's order does not use are unused
+        if 2 in used:
+            q = (0.5 * p1 if midpoint else p2) / r0
+            by_order[2] = torch.stack([p1 + q, -q, zero], 1)
+        if 3 in used:
+            r1 = torch.cat([ones, h[:-2]]) / h
+            a = (p2 * (1 + r0 / (r0 + r1)) + 2 * p3 / (r0 + r1)) / r0  # weight of D1_0 / r0 ...
+            b = -(p2 * r0 / (r0 + r1) + 2 * p3 / (r0 + r1)) / r1  # ... and of D1_1 / r1
+            by_order[3] = torch.stack([p1 + a, b - a, -b], 1)
+    w = by_order[used[-1]]
+    if len(used) > 1:
+        k = torch.tensor(orders, device=h.device)[:, None]
+        for o in used[-2::-1]:
+            w = torch.where(k == o, by_order[o], w)
+    return w
 
 
 def _orders(order: int, ts: Tensor, lower_order_final: bool) -> list[int]:
@@ -167,7 +177,10 @@ class DDIM(Solver):
         # x_1 = (alpha_1/alpha_0) x + (alpha_1 sigma_0^2/alpha_0 - c sigma_0) score + sigma_eta z
         # with c = sqrt(sigma_1^2 - sigma_eta^2): per-step scalars, computed once for the grid.
         a0, s0, a1, s1, _ = _intervals(ctx, ts)
-        var_eta = self.eta**2 * ctx.sde.transition(ts[1:], ts[:-1])[1] * (s1 / s0) ** 2
+        if self.eta > 0:
+            var_eta = self.eta**2 * ctx.sde.transition(ts[1:], ts[:-1])[1] * (s1 / s0) ** 2
+        else:  # 0 * v, exactly: v is finite on every grid (s0 > 0), and the transition costs
+            var_eta = torch.zeros_like(s1)  # as much as the rest of init
         c = torch.sqrt(s1**2 - var_eta)
         return {"x": a1 / a0, "score": a1 * s0**2 / a0 - c * s0, "noise": torch.sqrt(var_eta)}
 
