@@ -99,7 +99,8 @@ def sample_costs(repeats: int) -> None:
     score_s = _best_s(lambda: _score(x, t), 2000, repeats)
     print(f"bare score call: {1e6 * score_s:.2f} us")
     print(
-        "| solver | call at 2 steps (ms) | fixed per call (ms) | per step (us) | overhead/step (us) |"
+        "| solver | call at 2 steps (ms) | fixed per call (ms) | per step (us) "
+        "| overhead/step (us) |"
     )
     print("|---|---:|---:|---:|---:|")
 
