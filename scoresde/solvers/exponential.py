@@ -41,9 +41,11 @@ def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
 def _intervals(ctx: Context, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(alpha_0, sigma_0, alpha_1, sigma_1, lambda) for the grid intervals t0 > t1 and lambda at
     every grid time, float64, once per solve; the steps are h = lambda.diff() (+inf on a last
-    interval ending at sigma = 0)."""
-    c = ctx.sde.coeffs(ts)
-    return c.alpha[:-1], c.sigma[:-1], c.alpha[1:], c.sigma[1:], c.log_snr
+    interval ending at sigma = 0). ``sde.coeffs``' values, without its f and g^2, which these
+    solvers do not use (a short call's set-up is a few dozen such small ops)."""
+    log_alpha, log_sigma = ctx.sde.log_alpha(ts), ctx.sde.log_sigma(ts)
+    alpha, sigma = torch.exp(log_alpha), torch.exp(log_sigma)
+    return alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], log_alpha - log_sigma
 
 
 def _end_at_zero(
