@@ -161,14 +161,16 @@ def make_time_grid(
     device = check_device("device", device)
     check_start(sde, sde.T)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64, device=device)
-    t_hi = torch.tensor(sde.T, dtype=torch.float64, device=device)
-    t_lo = torch.tensor(eps, dtype=torch.float64, device=device)
+    # The end points as one (2,) tensor: their lambdas take one schedule evaluation, not two
+    # (elementwise, so each value is the 0-d computation's).
+    ends = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
+    t_hi, t_lo = ends.unbind(0)
     if kind == "uniform":
         ts = t_hi + u * (t_lo - t_hi)
     elif kind == "quadratic":
         ts = t_lo + (t_hi - t_lo) * (1 - u) ** 2
     else:
-        lam_hi, lam_lo = sde.log_snr(t_hi), sde.log_snr(t_lo)
+        lam_hi, lam_lo = sde.log_snr(ends).unbind(0)
         if kind == "logsnr":
             lam = lam_hi + u * (lam_lo - lam_hi)
         else:
