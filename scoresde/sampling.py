@@ -434,9 +434,9 @@ def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory, step_hook) -> T
             callback(i, t1, x)
         if trajectory is not None:
             trajectory.append(x)
-    bad = ~torch.isfinite(torch.stack(max_abs))
-    if bool(bad.any()):
-        i_bad = int(bad.int().argmax())
+    max_abs = torch.stack(max_abs)
+    if not bool(torch.isfinite(max_abs).all()):
+        i_bad = int((~torch.isfinite(max_abs)).int().argmax())
         _raise_if_nonfinite(None, i_bad, ts[i_bad + 1])
     return x
 
