@@ -15,7 +15,7 @@ import scoresde as sd
 from scoresde.noise import GaussianNoise
 from scoresde.sampling import solver_class
 from scoresde.solvers.base import Context, CountingScore
-from scoresde.solvers.exponential import DDIM, _multistep_weights, _phis
+from scoresde.solvers.exponential import DDIM, _multistep_weights, _phis, _unipc_tables
 from scoresde.validation import batch_time
 
 
@@ -129,3 +129,23 @@ def test_solver_options_are_the_signature():
     assert opts == ["order", "prediction", "solver_type", "lower_order_final"]
     opts.append("x")
     assert cls.options() == ["order", "prediction", "solver_type", "lower_order_final"]
+
+
+@pytest.mark.parametrize("prediction", ["noise", "data"])
+def test_unipc_cached_tables_give_the_same_samples(prediction):
+    """UniPC's per-step weights are cached per grid: a second call on the grid reads them from
+    the cache (read-only, copied before use) and gives the first call's samples bit for bit."""
+    sde = sd.VPSDE()
+    _unipc_tables.cache_clear()
+    runs = []
+    for _ in range(2):
+        g = torch.Generator().manual_seed(5)
+        res = sd.sample(
+            sde, lambda x, t: -x, (6, 2), "unipc", steps=9, generator=g, prediction=prediction
+        )
+        runs.append(res.samples)
+    info = _unipc_tables.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    assert torch.equal(*runs)
+    pred_w, corr_w = _unipc_tables((0.0, 0.5, 1.5), (1, 2), 4, True, "bh2", True)
+    assert not pred_w.flags.writeable and not corr_w.flags.writeable

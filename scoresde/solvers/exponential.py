@@ -12,6 +12,7 @@ estimated by divided differences of earlier evaluations (multistep).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -343,6 +344,39 @@ def _unipc_weights(
     return math.expm1(hh) - sum(w.values()), w
 
 
+@functools.lru_cache(maxsize=32)
+def _unipc_tables(
+    lams: tuple[float, ...],
+    orders: tuple[int, ...],
+    keep: int,
+    data: bool,
+    bh: str,
+    corrector: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predictor, corrector) weights of every step, (steps, keep) each, from the grid's
+    lambdas (``_unipc_weights``). A pure function of host floats, so cached: the per-step linear
+    solves took most of a UniPC call's set-up (about 40 us a step on a CPU), and repeated calls
+    on one grid (a batch after another) need them once. Read-only: callers copy."""
+    steps = len(orders)
+    pred_w = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
+    corr_w = np.zeros((steps, keep))  # the corrector applied at step i
+    lam = list(lams)
+    for s, p in enumerate(orders):
+        if p > 0:  # p == 0: the last step ends at sigma = 0, see _end_at_zero
+            ws, w = _unipc_weights(lam, s, range(s - 1, s - p, -1), False, data, bh)
+            pred_w[s, 0] = ws
+            for j, wj in w.items():
+                pred_w[s, s - j] = wj
+        if corrector and s > 0:  # correct x~_s with the output at it (offset 0)
+            q = orders[s - 1]
+            ws, w = _unipc_weights(lam, s - 1, range(s - 2, s - 1 - q, -1), True, data, bh)
+            corr_w[s, 1] = ws
+            for j, wj in w.items():
+                corr_w[s, s - j] = wj
+    pred_w.flags.writeable = corr_w.flags.writeable = False
+    return pred_w, corr_w
+
+
 class UniPC(Solver):
     """UniPC multistep (Zhao et al. 2023), orders 1-3: UniP predictor plus UniC corrector.
 
@@ -397,26 +431,17 @@ class UniPC(Solver):
         orders = _orders(self.predictor_order, ts, self.lower_order_final)
         data = self.prediction == "data"
         # The weights come from small per-step linear solves: on the host, in float64, once.
-        lams = lam.cpu().tolist()
-        steps, keep = len(orders), self.predictor_order + 1
-        pred_w = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
-        corr_w = np.zeros((steps, keep))  # the corrector applied at step i
-        for s, p in enumerate(orders):
-            if p > 0:  # p == 0: the last step ends at sigma = 0, see _end_at_zero
-                ws, w = _unipc_weights(lams, s, range(s - 1, s - p, -1), False, data, self.variant)
-                pred_w[s, 0] = ws
-                for j, wj in w.items():
-                    pred_w[s, s - j] = wj
-            if self.corrector and s > 0:  # correct x~_s with the output at it (offset 0)
-                q = orders[s - 1]
-                nodes = range(s - 2, s - 1 - q, -1)
-                ws, w = _unipc_weights(lams, s - 1, nodes, True, data, self.variant)
-                corr_w[s, 1] = ws
-                for j, wj in w.items():
-                    corr_w[s, s - j] = wj
+        pred_w, corr_w = _unipc_tables(
+            tuple(lam.cpu().tolist()),
+            tuple(orders),
+            self.predictor_order + 1,
+            data,
+            self.variant,
+            self.corrector,
+        )
         scale = (a1 if data else s1).cpu()
-        pred = (-scale[:, None] * torch.from_numpy(pred_w)).to(x.device)
-        corr = torch.from_numpy(corr_w)
+        pred = (-scale[:, None] * torch.tensor(pred_w)).to(x.device)  # copies: the tables are
+        corr = torch.tensor(corr_w)  # cached (read-only)
         corr[1:] *= -scale[:-1, None]
         ratio = s1 / s0 if data else a1 / a0
         _end_at_zero(orders, ratio, pred, data, a0, s0, a1)
