@@ -26,7 +26,6 @@ start at alpha = 0 with a ValueError.
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -234,23 +233,6 @@ class RectifiedFlow(GaussianPath):
         return {"type": "RectifiedFlow", "T": self.T}
 
 
-#: sde -> (T, whether alpha_T = 0): ``check_start`` runs on every ``sample()`` call, and computing
-#: log alpha_T through the schedule took a tenth of a short call's host time.
-_ALPHA_T_ZERO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _alpha_vanishes_at_T(sde: SDE) -> bool:
-    """Whether alpha_T = 0 (log alpha_T = -inf), computed once per SDE object and T."""
-    try:
-        cached = _ALPHA_T_ZERO.get(sde)
-    except TypeError:  # an unhashable (user) SDE: no cache
-        return bool(torch.isneginf(sde.log_alpha(sde.T)))
-    if cached is None or cached[0] != sde.T:
-        cached = (sde.T, bool(torch.isneginf(sde.log_alpha(sde.T))))
-        _ALPHA_T_ZERO[sde] = cached
-    return cached[1]
-
-
 def check_start(sde: SDE, t: float | Tensor, what: str = "sampling cannot start") -> None:
     """ValueError if alpha_t = 0 at the time ``t`` (the straight path at t = 1, ``T=1.0``).
 
@@ -258,7 +240,7 @@ def check_start(sde: SDE, t: float | Tensor, what: str = "sampling cannot start"
     f = d log alpha/dt is infinite, so no score-based step starts (or ends) there. Checked on the
     host at T first, so SDEs with alpha_T > 0 cost no device sync.
     """
-    if not _alpha_vanishes_at_T(sde):
+    if not bool(torch.isneginf(sde.log_alpha(sde.T))):
         return
     if isinstance(t, Tensor) and not bool(t >= sde.T):
         return
