@@ -41,14 +41,17 @@ def test_score_sees_batch_time_of_each_call(solver, dtype):
 
 def test_counting_score_off_grid_and_other_batch():
     """A time that is not one of the grid's objects, or a batch of another size, still goes
-    through ``batch_time`` (the cache is keyed by the grid's tensors, checked by identity)."""
+    through ``batch_time`` (the cache is keyed by the grid's tensors, checked by identity), and
+    so does a state of another batch size or dtype."""
     counted = CountingScore(lambda x, t: x * t[:, None])
     x = torch.ones(3, 2)
     times = counted.use_grid(torch.tensor([1.0, 0.5], dtype=F64), x)
     assert torch.equal(counted(x, times[1]), torch.full((3, 2), 0.5))
     assert torch.equal(counted(x, torch.tensor(0.25, dtype=F64)), torch.full((3, 2), 0.25))
     assert torch.equal(counted(torch.ones(4, 2), times[0]), torch.ones(4, 2))
-    assert counted.nfe == 3
+    out = counted(torch.ones(3, 2, dtype=F64), times[1])
+    assert out.dtype == F64 and torch.equal(out, torch.full((3, 2), 0.5, dtype=F64))
+    assert counted.nfe == 4
 
 
 def _all_orders_weights(h, phis, orders, midpoint):

@@ -52,9 +52,10 @@ class CountingScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         hit = self._grid.get(id(t))
-        if hit is not None and hit[0] is t and hit[1].shape[0] == x.shape[0]:
-            t_batch = hit[1]
-        else:
+        b = hit[1] if hit is not None and hit[0] is t else None
+        if b is not None and b.shape[0] == x.shape[0] and b.dtype == x.dtype:
+            t_batch = b
+        else:  # not a grid time, or a state of another batch or dtype (a step hook's)
             t_batch = batch_time(t, x)
         out = self.score_fn(x, t_batch)
         self.nfe += 1
