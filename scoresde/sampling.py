@@ -161,14 +161,16 @@ def make_time_grid(
     device = check_device("device", device)
     check_start(sde, sde.T)
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64, device=device)
-    t_hi = torch.tensor(sde.T, dtype=torch.float64, device=device)
-    t_lo = torch.tensor(eps, dtype=torch.float64, device=device)
+    # The end points as one (2,) tensor: their lambdas take one schedule evaluation, not two
+    # (elementwise, so each value is the 0-d computation's).
+    ends = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
+    t_hi, t_lo = ends.unbind(0)
     if kind == "uniform":
         ts = t_hi + u * (t_lo - t_hi)
     elif kind == "quadratic":
         ts = t_lo + (t_hi - t_lo) * (1 - u) ** 2
     else:
-        lam_hi, lam_lo = sde.log_snr(t_hi), sde.log_snr(t_lo)
+        lam_hi, lam_lo = sde.log_snr(ends).unbind(0)
         if kind == "logsnr":
             lam = lam_hi + u * (lam_lo - lam_hi)
         else:
@@ -339,11 +341,12 @@ def sample(
         if steps is not None and steps != ts.numel() - 1:
             raise ValueError(f"steps={steps} but the explicit time_grid has {ts.numel() - 1} steps")
         steps = ts.numel() - 1
+        check_start(sde, ts[0])
     elif algo.fixed_grid:
         if steps is None:
             raise ValueError(f"solver {algo.name!r} needs steps (an integer >= 1)")
         kind = time_grid or algo.default_time_grid
-        ts = make_time_grid(sde, steps, eps, kind, rho, device)
+        ts = make_time_grid(sde, steps, eps, kind, rho, device)  # checks its start itself
     else:
         if time_grid is not None:
             raise ValueError(
@@ -351,7 +354,7 @@ def sample(
             )
         t_end = _check_eps(sde, eps)
         ts = torch.tensor([sde.T, t_end], dtype=torch.float64, device=device)
-    check_start(sde, ts[0])
+        check_start(sde, ts[0])
     algo.check(sde, steps)
 
     draws = GaussianNoise(shape, device, dtype, generator=generator, seeds=seeds)
@@ -411,24 +414,29 @@ def _accelerated(
 
 def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory, step_hook) -> Tensor:
     state = algo.init(ctx, x, ts)
+    # The grid's times as 0-d tensors, unbound once (indexing ts made two views per step); the
+    # score's casts of them to x's dtype are made once too (``CountingScore.use_grid``).
+    times = ctx.score.use_grid(ts, x)
     # max |x| after each step, kept on the device (NaN and inf propagate through the max): the
-    # first non-finite step is found with one host sync at the end, none per step.
-    # Floating even if x were not, so the buffer can hold the NaN it is there to catch.
-    max_abs = torch.empty(
-        ctx.steps, dtype=torch.promote_types(x.dtype, torch.float32), device=x.device
-    )
-    for i in tqdm(range(ctx.steps), disable=not progress, desc=algo.name, leave=False):
-        x, state = algo.step(ctx, i, ts[i], ts[i + 1], x, state)
+    # first non-finite step is found with one host sync at the end, none per step. Collected in
+    # a list and stacked once, which costs less per step than writing into a buffer.
+    max_abs = []
+    steps = range(ctx.steps)
+    if progress:  # tqdm only when shown: even disabled it costs a constructor and an iterator
+        steps = tqdm(steps, desc=algo.name, leave=False)
+    for i in steps:
+        t0, t1 = times[i], times[i + 1]
+        x, state = algo.step(ctx, i, t0, t1, x, state)
         if step_hook is not None:
-            x = step_hook(ctx, i, ts[i], ts[i + 1], x)
-        max_abs[i] = torch.linalg.vector_norm(x, float("inf"))
+            x = step_hook(ctx, i, t0, t1, x)
+        max_abs.append(torch.linalg.vector_norm(x, float("inf")))
         if callback is not None:
-            callback(i, ts[i + 1], x)
+            callback(i, t1, x)
         if trajectory is not None:
             trajectory.append(x)
-    bad = ~torch.isfinite(max_abs)
-    if bool(bad.any()):
-        i_bad = int(bad.int().argmax())
+    max_abs = torch.stack(max_abs)
+    if not bool(torch.isfinite(max_abs).all()):
+        i_bad = int((~torch.isfinite(max_abs)).int().argmax())
         _raise_if_nonfinite(None, i_bad, ts[i_bad + 1])
     return x
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,9 +38,26 @@ class CountingScore:
     def __init__(self, score_fn: ScoreFn):
         self.score_fn = check_callable("score_fn", score_fn)
         self.nfe = 0
+        self._grid: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def use_grid(self, ts: Tensor, x: Tensor) -> tuple[Tensor, ...]:
+        """The grid's times as 0-d tensors (``ts.unbind()``) for a solve's loop to pass to its
+        steps; their casts to x's dtype, batched, are made here once for the whole grid, so a
+        score call at one of these times (the same objects) skips ``batch_time``'s per-call cast
+        and expand. The values are ``batch_time``'s exactly (one float64 -> dtype rounding)."""
+        times = ts.unbind(0)
+        batched = ts.to(device=x.device, dtype=x.dtype)[:, None].expand(len(times), x.shape[0])
+        self._grid = {id(t): (t, b) for t, b in zip(times, batched.unbind(0), strict=True)}
+        return times
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        out = self.score_fn(x, batch_time(t, x))
+        hit = self._grid.get(id(t))
+        b = hit[1] if hit is not None and hit[0] is t else None
+        if b is not None and b.shape[0] == x.shape[0] and b.dtype == x.dtype:
+            t_batch = b
+        else:  # not a grid time, or a state of another batch or dtype (a step hook's)
+            t_batch = batch_time(t, x)
+        out = self.score_fn(x, t_batch)
         self.nfe += 1
         if not isinstance(out, Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -86,6 +104,13 @@ def affine_step(
     """
     x1 = torch.addcmul(weights["x"][i] * x, weights["score"][i], score)
     return x1 if noise is None else torch.addcmul(x1, weights["noise"][i], noise)
+
+
+@functools.cache
+def _init_options(init) -> tuple[str, ...]:
+    """The keyword options of a solver's ``__init__``, once per class (``inspect.signature``
+    took a tenth of a short ``sample()`` call when it ran on every call)."""
+    return tuple(p for p in inspect.signature(init).parameters if p != "self")
 
 
 class Solver:
@@ -150,7 +175,7 @@ class Solver:
 
     @classmethod
     def options(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        return list(_init_options(cls.__init__))
 
     @classmethod
     def create(cls, **options) -> Solver:

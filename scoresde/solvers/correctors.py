@@ -36,13 +36,16 @@ class LangevinCorrector:
         self.step_norm = check_choice("step_norm", step_norm, ("sample", "batch"))
 
     def __call__(self, ctx: Context, x: Tensor, t: Tensor, t_lo: Tensor, t_hi: Tensor) -> Tensor:
-        alpha = ctx.sde.transition(t_lo, t_hi)[0] ** 2
+        # a^2 with a = alpha_{t_hi} / alpha_{t_lo}: ``sde.transition``'s a, without the variance
+        # it computes as well (half the corrector's host time).
+        alpha = torch.exp(ctx.sde.log_alpha(t_hi) - ctx.sde.log_alpha(t_lo)) ** 2
         tiny = torch.finfo(x.dtype).tiny
         for _ in range(self.n_steps):
             grad = ctx.score(x, t)
             z = ctx.noise.normal()  # MCMC at a fixed time: no Brownian interval
-            grad_norm = grad.flatten(1).norm(dim=1)
-            noise_norm = z.flatten(1).norm(dim=1)
+            # Tensor.norm(dim=1) is this call behind a Python wrapper (torch.functional.norm).
+            grad_norm = torch.linalg.vector_norm(grad.flatten(1), 2, dim=1)
+            noise_norm = torch.linalg.vector_norm(z.flatten(1), 2, dim=1)
             if self.step_norm == "batch":
                 grad_norm, noise_norm = grad_norm.mean(), noise_norm.mean()
             grad_norm = grad_norm.clamp_min(tiny)  # an exactly zero score would give 0/0

@@ -12,6 +12,7 @@ estimated by divided differences of earlier evaluations (multistep).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 
@@ -41,9 +42,11 @@ def _phis(h: Tensor, sign: int) -> tuple[Tensor, Tensor, Tensor]:
 def _intervals(ctx: Context, ts: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(alpha_0, sigma_0, alpha_1, sigma_1, lambda) for the grid intervals t0 > t1 and lambda at
     every grid time, float64, once per solve; the steps are h = lambda.diff() (+inf on a last
-    interval ending at sigma = 0)."""
-    c = ctx.sde.coeffs(ts)
-    return c.alpha[:-1], c.sigma[:-1], c.alpha[1:], c.sigma[1:], c.log_snr
+    interval ending at sigma = 0). ``sde.coeffs``' values, without its f and g^2, which these
+    solvers do not use (a short call's set-up is a few dozen such small ops)."""
+    log_alpha, log_sigma = ctx.sde.log_alpha(ts), ctx.sde.log_sigma(ts)
+    alpha, sigma = torch.exp(log_alpha), torch.exp(log_sigma)
+    return alpha[:-1], sigma[:-1], alpha[1:], sigma[1:], log_alpha - log_sigma
 
 
 def _end_at_zero(
@@ -78,20 +81,30 @@ def _multistep_weights(
     only the tensor updates. ``midpoint`` replaces phi_2 by phi_1 / 2 at order 2.
     """
     p1, p2, p3 = phis
-    ones = torch.ones_like(h[:2])
-    r0 = torch.cat([ones[:1], h[:-1]]) / h  # the entries a step's order does not use are unused
-    r1 = torch.cat([ones, h[:-2]]) / h
+    # Only the orders the grid uses (a 2-step grid has only first-order steps); a row of order 0
+    # (a last step to t = 0) is overwritten by ``_end_at_zero``, so any row does there.
+    used = sorted({max(k, 1) for k in orders})
+    by_order = {}
     zero = torch.zeros_like(h)
-    q = (0.5 * p1 if midpoint else p2) / r0
-    a = (p2 * (1 + r0 / (r0 + r1)) + 2 * p3 / (r0 + r1)) / r0  # weight of D1_0 / r0 ...
-    b = -(p2 * r0 / (r0 + r1) + 2 * p3 / (r0 + r1)) / r1  # ... and of D1_1 / r1
-    by_order = {
-        1: torch.stack([p1, zero, zero], 1),
-        2: torch.stack([p1 + q, -q, zero], 1),
-        3: torch.stack([p1 + a, b - a, -b], 1),
-    }
-    k = torch.tensor(orders, device=h.device)[:, None]
-    return torch.where(k == 1, by_order[1], torch.where(k == 2, by_order[2], by_order[3]))
+    if 1 in used:
+        by_order[1] = torch.stack([p1, zero, zero], 1)
+    if used[-1] > 1:
+        ones = torch.ones_like(h[:2])
+        r0 = torch.cat([ones[:1], h[:-1]]) / h  # entries a step's order does not use are unused
+        if 2 in used:
+            q = (0.5 * p1 if midpoint else p2) / r0
+            by_order[2] = torch.stack([p1 + q, -q, zero], 1)
+        if 3 in used:
+            r1 = torch.cat([ones, h[:-2]]) / h
+            a = (p2 * (1 + r0 / (r0 + r1)) + 2 * p3 / (r0 + r1)) / r0  # weight of D1_0 / r0 ...
+            b = -(p2 * r0 / (r0 + r1) + 2 * p3 / (r0 + r1)) / r1  # ... and of D1_1 / r1
+            by_order[3] = torch.stack([p1 + a, b - a, -b], 1)
+    w = by_order[used[-1]]
+    if len(used) > 1:
+        k = torch.tensor(orders, device=h.device)[:, None]
+        for o in used[-2::-1]:
+            w = torch.where(k == o, by_order[o], w)
+    return w
 
 
 def _orders(order: int, ts: Tensor, lower_order_final: bool) -> list[int]:
@@ -167,7 +180,10 @@ class DDIM(Solver):
         # x_1 = (alpha_1/alpha_0) x + (alpha_1 sigma_0^2/alpha_0 - c sigma_0) score + sigma_eta z
         # with c = sqrt(sigma_1^2 - sigma_eta^2): per-step scalars, computed once for the grid.
         a0, s0, a1, s1, _ = _intervals(ctx, ts)
-        var_eta = self.eta**2 * ctx.sde.transition(ts[1:], ts[:-1])[1] * (s1 / s0) ** 2
+        if self.eta > 0:
+            var_eta = self.eta**2 * ctx.sde.transition(ts[1:], ts[:-1])[1] * (s1 / s0) ** 2
+        else:  # 0 * v, exactly: v is finite on every grid (s0 > 0), and the transition costs
+            var_eta = torch.zeros_like(s1)  # as much as the rest of init
         c = torch.sqrt(s1**2 - var_eta)
         return {"x": a1 / a0, "score": a1 * s0**2 / a0 - c * s0, "noise": torch.sqrt(var_eta)}
 
@@ -328,6 +344,39 @@ def _unipc_weights(
     return math.expm1(hh) - sum(w.values()), w
 
 
+@functools.lru_cache(maxsize=32)
+def _unipc_tables(
+    lams: tuple[float, ...],
+    orders: tuple[int, ...],
+    keep: int,
+    data: bool,
+    bh: str,
+    corrector: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predictor, corrector) weights of every step, (steps, keep) each, from the grid's
+    lambdas (``_unipc_weights``). A pure function of host floats, so cached: the per-step linear
+    solves took most of a UniPC call's set-up (about 40 us a step on a CPU), and repeated calls
+    on one grid (a batch after another) need them once. Read-only: callers copy."""
+    steps = len(orders)
+    pred_w = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
+    corr_w = np.zeros((steps, keep))  # the corrector applied at step i
+    lam = list(lams)
+    for s, p in enumerate(orders):
+        if p > 0:  # p == 0: the last step ends at sigma = 0, see _end_at_zero
+            ws, w = _unipc_weights(lam, s, range(s - 1, s - p, -1), False, data, bh)
+            pred_w[s, 0] = ws
+            for j, wj in w.items():
+                pred_w[s, s - j] = wj
+        if corrector and s > 0:  # correct x~_s with the output at it (offset 0)
+            q = orders[s - 1]
+            ws, w = _unipc_weights(lam, s - 1, range(s - 2, s - 1 - q, -1), True, data, bh)
+            corr_w[s, 1] = ws
+            for j, wj in w.items():
+                corr_w[s, s - j] = wj
+    pred_w.flags.writeable = corr_w.flags.writeable = False
+    return pred_w, corr_w
+
+
 class UniPC(Solver):
     """UniPC multistep (Zhao et al. 2023), orders 1-3: UniP predictor plus UniC corrector.
 
@@ -382,26 +431,17 @@ class UniPC(Solver):
         orders = _orders(self.predictor_order, ts, self.lower_order_final)
         data = self.prediction == "data"
         # The weights come from small per-step linear solves: on the host, in float64, once.
-        lams = lam.cpu().tolist()
-        steps, keep = len(orders), self.predictor_order + 1
-        pred_w = np.zeros((steps, keep))  # numpy while filled element by element: cheaper
-        corr_w = np.zeros((steps, keep))  # the corrector applied at step i
-        for s, p in enumerate(orders):
-            if p > 0:  # p == 0: the last step ends at sigma = 0, see _end_at_zero
-                ws, w = _unipc_weights(lams, s, range(s - 1, s - p, -1), False, data, self.variant)
-                pred_w[s, 0] = ws
-                for j, wj in w.items():
-                    pred_w[s, s - j] = wj
-            if self.corrector and s > 0:  # correct x~_s with the output at it (offset 0)
-                q = orders[s - 1]
-                nodes = range(s - 2, s - 1 - q, -1)
-                ws, w = _unipc_weights(lams, s - 1, nodes, True, data, self.variant)
-                corr_w[s, 1] = ws
-                for j, wj in w.items():
-                    corr_w[s, s - j] = wj
+        pred_w, corr_w = _unipc_tables(
+            tuple(lam.cpu().tolist()),
+            tuple(orders),
+            self.predictor_order + 1,
+            data,
+            self.variant,
+            self.corrector,
+        )
         scale = (a1 if data else s1).cpu()
-        pred = (-scale[:, None] * torch.from_numpy(pred_w)).to(x.device)
-        corr = torch.from_numpy(corr_w)
+        pred = (-scale[:, None] * torch.tensor(pred_w)).to(x.device)  # copies: the tables are
+        corr = torch.tensor(corr_w)  # cached (read-only)
         corr[1:] *= -scale[:-1, None]
         ratio = s1 / s0 if data else a1 / a0
         _end_at_zero(orders, ratio, pred, data, a0, s0, a1)
