@@ -420,7 +420,7 @@ def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory, step_hook) -> T
     # max |x| after each step, kept on the device (NaN and inf propagate through the max): the
     # first non-finite step is found with one host sync at the end, none per step. Collected in
     # a list and stacked once, which costs less per step than writing into a buffer.
-    max_abs = []
+    max_abs: list[Tensor] = []
     steps = range(ctx.steps)
     if progress:  # tqdm only when shown: even disabled it costs a constructor and an iterator
         steps = tqdm(steps, desc=algo.name, leave=False)
@@ -434,9 +434,9 @@ def _run_fixed(algo, ctx, x, ts, progress, callback, trajectory, step_hook) -> T
             callback(i, t1, x)
         if trajectory is not None:
             trajectory.append(x)
-    max_abs = torch.stack(max_abs)
-    if not bool(torch.isfinite(max_abs).all()):
-        i_bad = int((~torch.isfinite(max_abs)).int().argmax())
+    finite = torch.isfinite(torch.stack(max_abs))
+    if not bool(finite.all()):
+        i_bad = int((~finite).int().argmax())
         _raise_if_nonfinite(None, i_bad, ts[i_bad + 1])
     return x
 
