@@ -34,10 +34,10 @@ NETS = {
 }
 
 
-def run(name: str, steps: int, threads: int, out: Path, seed: int) -> dict:
+def run(name: str, steps: int, threads: int, out: Path, seed: int, lr: float = 1e-3) -> dict:
     argv = ["train", "--data", "digits", "--out", str(out), "--sde", "vp", "--quiet"]
     argv += ["--seed", str(seed)]
-    argv += ["--steps", str(steps), "--batch-size", "128", "--lr", "1e-3", "--ckpt-every", "0"]
+    argv += ["--steps", str(steps), "--batch-size", "128", "--lr", str(lr), "--ckpt-every", "0"]
     argv += [
         "--threads",
         str(threads),
@@ -67,13 +67,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument("--nets", default="unet,dit", help=f"comma-separated, of {list(NETS)}")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", default="results/dit")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if unknown := set(args.nets.split(",")) - set(NETS):
+        parser.error(f"unknown nets {sorted(unknown)}; choose from {list(NETS)}")
     rows = [
-        run(name, args.steps, args.threads, Path(args.out) / f"{name}_seed{seed}", seed)
-        for name in NETS
+        run(name, args.steps, args.threads, Path(args.out) / f"{name}_seed{seed}", seed, args.lr)
+        for name in args.nets.split(",")
         for seed in seeds
     ]
     print(
@@ -90,7 +94,7 @@ def main() -> None:
     print(f"\nreal digits mean top-class prob: {rows[0]['real digits']}")
     print(
         f"command: python benchmarks/dit.py --steps {args.steps} --threads {args.threads} "
-        f"--seeds {args.seeds}"
+        f"--seeds {args.seeds} --nets {args.nets} --lr {args.lr:g}"
     )
 
 
