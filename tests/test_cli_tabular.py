@@ -85,14 +85,18 @@ def test_train_net_tabular_maps_samples_and_likelihoods_through_mean_plus_std_z(
 
 
 def test_net_tabular_defaults_to_v_prediction(tmp_path):
-    """``--net tabular`` trains a v-prediction model unless told otherwise (the eps form's bounded
-    score sends the PF-ODE's tail draws far out: ``test_bounded_net_score_saturates_as_eps``)."""
+    """``--net tabular`` trains a v-prediction model with lr 5e-4 unless told otherwise (the eps
+    form's bounded score sends the PF-ODE's tail draws far out:
+    ``test_bounded_net_score_saturates_as_eps_and_pulls_back_linearly_as_v``)."""
     argv = ["train", "--data", "tabular_mixture", "--n-data", "64", "--net", "tabular"]
     argv += ["--steps", "1", *TINY]
     assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
-    assert load_checkpoint(str(tmp_path / "a" / "checkpoint"))[1]["parameterization"] == "v"
-    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--parameterization", "eps"]) == 0
-    assert load_checkpoint(str(tmp_path / "b" / "checkpoint"))[1]["parameterization"] == "eps"
+    meta = load_checkpoint(str(tmp_path / "a" / "checkpoint"))[1]
+    assert (meta["parameterization"], meta["train"]["lr"]) == ("v", 5e-4)
+    given = ["--parameterization", "eps", "--lr", "2e-3"]
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), *given]) == 0
+    meta = load_checkpoint(str(tmp_path / "b" / "checkpoint"))[1]
+    assert (meta["parameterization"], meta["train"]["lr"]) == ("eps", 2e-3)
 
 
 def test_bounded_net_score_saturates_as_eps_and_pulls_back_linearly_as_v():
