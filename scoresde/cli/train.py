@@ -37,8 +37,9 @@ TRAIN_DEFAULTS = {
 #: so score = -x - (alpha / sigma) v (Salimans & Ho 2022, Sec. 4) for any bounded v.
 TABULAR_PARAMETERIZATION = "v"
 #: ``--net tabular``'s default learning rate: the width-512 preset fits the sub-populations'
-#: widths better at 5e-4 than at the vectors' 2e-3 (benchmarks/tabular.py; at 2500 steps, width
-#: error 0.048 and 0.049 against 0.068 and 0.069 over two seeds; dropout 0 instead of 0.1: 0.066).
+#: widths better at 5e-4 than at the vectors' 2e-3 (benchmarks/tabular.py, width error: 0.041
+#: against 0.053 at 5000 steps; at 2500 steps 0.048 and 0.049 against 0.068 and 0.069 over two
+#: seeds, while dropout 0 instead of 0.1 gives 0.066).
 TABULAR_LR = 5e-4
 #: Data whose per-coordinate std is outside this range trains badly with the SDEs' defaults
 #: (the prior N(0, I) and sigma_max = 50 assume data of scale ~1).
