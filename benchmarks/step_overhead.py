@@ -31,14 +31,19 @@ from scoresde.noise import GaussianNoise
 from scoresde.solvers.base import Context, CountingScore
 
 
-def per_call_us(fn, n: int = 2000, repeats: int = 7) -> float:
+def best_s(fn, n: int, repeats: int) -> float:
+    """Seconds per call of ``fn``: the best over ``repeats`` timings of ``n`` calls each."""
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
         best = min(best, (time.perf_counter() - t0) / n)
-    return 1e6 * best
+    return best
+
+
+def per_call_us(fn, n: int = 2000, repeats: int = 7) -> float:
+    return 1e6 * best_s(fn, n, repeats)
 
 
 def pieces() -> None:
@@ -81,22 +86,12 @@ def _score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return -x
 
 
-def _best_s(fn, n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / n)
-    return best
-
-
 def sample_costs(repeats: int) -> None:
     sde, shape, lo, hi = sd.VPSDE(), (64, 2), 2, 50
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)
     t = torch.full((shape[0],), 0.5)
-    score_s = _best_s(lambda: _score(x, t), 2000, repeats)
+    score_s = best_s(lambda: _score(x, t), 2000, repeats)
     print(f"bare score call: {1e6 * score_s:.2f} us")
     print(
         "| solver | call at 2 steps (ms) | fixed per call (ms) | per step (us) "
@@ -105,8 +100,8 @@ def sample_costs(repeats: int) -> None:
     print("|---|---:|---:|---:|---:|")
 
     def row(label: str, run, nfe_per_step: int) -> None:
-        t_lo = _best_s(lambda: run(lo), 100, repeats)
-        t_hi = _best_s(lambda: run(hi), 10, repeats)
+        t_lo = best_s(lambda: run(lo), 100, repeats)
+        t_hi = best_s(lambda: run(hi), 10, repeats)
         per_step = (t_hi - t_lo) / (hi - lo)
         fixed = t_lo - lo * per_step
         over = per_step - nfe_per_step * score_s
